@@ -1,0 +1,230 @@
+"""Source folder -> bundle file, then proof: read it back with the runtime reader and replay the golden examples."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bundle_builder.errors import SourceError
+from bundle_builder.reference import golden_examples
+from bundle_builder.sources import Source, read_source
+from bundle_builder.verify import VerifyReport, verify_bundle
+from runtime.bundle import FORMAT, FORMAT_VERSION, write_bundle
+
+STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+# Keys that name where a model came from on the build machine: left out so bundles are reproducible anywhere.
+_VOLATILE_KEYS = ("_name_or_path", "name_or_path", "_commit_hash")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    path: Path
+    sha256: str
+    size_bytes: int
+    weights_bytes: int
+    tokenizer_bytes: int
+    verify: VerifyReport
+
+
+def force_offline() -> None:
+    """The builder never downloads: only the local folder is read."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def _max_length(source: Source, tokenizer: Any, requested: int | None) -> int:
+    cap = source.config.get("max_position_embeddings") or source.config.get("n_positions") or 10**9
+    if source.model_type in ("roberta", "xlm-roberta", "camembert"):
+        cap -= 2  # positions start after padding_idx
+    candidates = [cap]
+    if source.st_max_seq_length:
+        candidates.append(source.st_max_seq_length)
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 10**6:
+        candidates.append(int(tokenizer.model_max_length))
+    longest = min(candidates)
+    if requested is None:
+        return longest
+    if requested > cap:
+        raise SourceError(f"--max-length {requested} is more than the model's {cap} positions")
+    return requested
+
+
+def _tokenizer_files(tokenizer: Any) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        files = {name: (Path(tmp) / name).read_bytes() for name in TOKENIZER_FILES if (Path(tmp) / name).is_file()}
+    if "tokenizer.json" not in files:
+        raise SourceError("the tokenizer has no fast (tokenizers) version, so it cannot be bundled")
+    cfg = json.loads(files["tokenizer_config.json"])
+    for key in _VOLATILE_KEYS:
+        cfg.pop(key, None)
+    files["tokenizer_config.json"] = json.dumps(cfg, sort_keys=True, indent=1).encode()
+    return files
+
+
+def _storage(state: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """Cast floating tensors to the storage dtype, once per storage so tied weights stay tied."""
+    import torch
+
+    target = getattr(torch, dtype)
+    cast: dict[int, Any] = {}
+    out = {}
+    for name, t in state.items():
+        if t.is_floating_point() and t.dtype != target:
+            key = t.data_ptr()
+            if key not in cast:
+                cast[key] = t.to(target)
+            out[name] = cast[key]
+        else:
+            out[name] = t
+    return out
+
+
+def build_bundle(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    task: str | None = None,
+    multi_label: bool = False,
+    dtype: str = "float32",
+    max_length: int | None = None,
+    name: str | None = None,
+    progress: bool = False,
+) -> BuildResult:
+    """Build, write and verify a bundle from a local model folder.
+
+    Args:
+        src: folder written by save_pretrained or sentence-transformers.
+        out: the bundle file to write.
+        task: feature-extraction | text-classification | text-generation; inferred from the config when None.
+        multi_label: text-classification with independent sigmoid scores per label.
+        dtype: storage dtype of floating weights (float32, float16, bfloat16); golden outputs stay fp32.
+        max_length: token limit; default the smallest of the model's positions, the tokenizer's and ST's limit.
+        name: the model name recorded in the bundle; default the folder name.
+        progress: show progress bars.
+
+    Returns:
+        BuildResult with the content hash, sizes and the verification report.
+
+    Raises:
+        SourceError: the folder cannot be served. VerifyError: the written bundle does not reproduce its examples.
+    """
+    force_offline()
+    if dtype not in STORAGE_DTYPES:
+        raise SourceError(f"--dtype {dtype!r} is not a storage dtype; choose {', '.join(STORAGE_DTYPES)}")
+    from tqdm import tqdm
+
+    steps = tqdm(total=5, desc="bundle", unit="step", disable=not progress)
+    steps.set_postfix_str("reading source")
+    source = read_source(src, task=task)
+    if multi_label and source.task != "text-classification":
+        raise SourceError("--multi-label applies to text-classification only")
+    steps.update()
+
+    import sentence_transformers  # noqa: F401  (recorded in versions; imported before torch threads are set)
+    import tokenizers
+    import torch
+    import transformers
+
+    steps.set_postfix_str("loading model")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(source.path), local_files_only=True)
+    model = getattr(transformers, source.auto_class).from_pretrained(
+        str(source.path), local_files_only=True, dtype=torch.float32
+    )
+    model.eval()
+    steps.update()
+
+    steps.set_postfix_str("golden examples")
+    limit = _max_length(source, tokenizer, max_length)
+    golden = golden_examples(source, model, tokenizer, multi_label=multi_label, max_length=limit)
+    steps.update()
+
+    steps.set_postfix_str("writing")
+    config = model.config.to_dict()
+    for key in _VOLATILE_KEYS:
+        config.pop(key, None)
+    if multi_label:
+        config["problem_type"] = "multi_label_classification"
+    files = {"config.json": json.dumps(config, sort_keys=True, indent=1).encode(), **_tokenizer_files(tokenizer)}
+    state = _storage(model.state_dict(), dtype)
+    unique = {t.data_ptr(): t for t in model.state_dict().values()}
+    manifest = _manifest(source, model, tokenizer, config, golden, limit, dtype, name, multi_label)
+    manifest["num_parameters"] = int(sum(t.numel() for t in unique.values()))
+    manifest["versions"] = {
+        "format": FORMAT_VERSION,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sha = write_bundle(out, manifest=manifest, tensors=state, files=files)
+    steps.update()
+
+    steps.set_postfix_str("verifying")
+    report = verify_bundle(out)
+    steps.update()
+    steps.close()
+    return BuildResult(
+        path=out,
+        sha256=sha,
+        size_bytes=out.stat().st_size,
+        weights_bytes=sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for t in state.values()}.values()),
+        tokenizer_bytes=sum(len(v) for k, v in files.items() if k != "config.json"),
+        verify=report,
+    )
+
+
+def _manifest(
+    source: Source, model: Any, tokenizer: Any, config: dict[str, Any], golden: list[dict[str, Any]],
+    max_length: int, dtype: str, name: str | None, multi_label: bool,
+) -> dict[str, Any]:
+    generation = source.task == "text-generation"
+    pad_id = tokenizer.pad_token_id
+    pad_token = tokenizer.pad_token
+    if pad_id is None and generation:
+        pad_id, pad_token = tokenizer.eos_token_id, tokenizer.eos_token
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "name": name or source.path.resolve().name,
+        "task": source.task,
+        "model_type": source.model_type,
+        "architecture": type(model).__name__,
+        "auto_class": source.auto_class,
+        "dtype": dtype,
+        "max_length": max_length,
+        "tokenizer": {
+            "max_length": max_length,
+            "pad_token": pad_token,
+            "pad_id": pad_id,
+            # generate() continues the last position, so prompts of a batch are padded on the left
+            "padding_side": "left" if generation and not source.is_encoder_decoder else "right",
+            "model_input_names": [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")],
+        },
+        "golden": golden,
+        "compiled": "none (eager PyTorch; nothing is compiled at build or at cold start)",
+    }
+    if source.task == "feature-extraction":
+        manifest["pooling"] = source.pooling
+    if source.task == "text-classification":
+        id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
+        manifest["labels"] = [id2label.get(i, f"LABEL_{i}") for i in range(model.config.num_labels)]
+        manifest["problem_type"] = "multi_label_classification" if multi_label else (config.get("problem_type") or "single_label_classification")
+    if generation:
+        specials = {k: getattr(tokenizer, k, None) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+        manifest["generation"] = {
+            "is_encoder_decoder": source.is_encoder_decoder,
+            "eos_token_id": model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id,
+            "pad_token_id": pad_id,
+            "default_max_new_tokens": 32,
+            "chat_template": getattr(tokenizer, "chat_template", None),
+            "special_tokens": {k: v for k, v in specials.items() if isinstance(v, str)},
+        }
+    return manifest

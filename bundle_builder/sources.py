@@ -1,0 +1,139 @@
+"""Read a local model folder (save_pretrained or sentence-transformers layout) and decide what to build.
+
+Everything here refuses early, with a message that names the folder and the fix: a missing folder, no config or
+weights, code that would need trust_remote_code, an architecture or task the runtime cannot serve.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bundle_builder.errors import SourceError
+
+TASK_AUTO_CLASS = {
+    "feature-extraction": "AutoModel",
+    "text-classification": "AutoModelForSequenceClassification",
+    "text-generation": "AutoModelForCausalLM",  # AutoModelForSeq2SeqLM when the config is encoder-decoder
+}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+ST_MODULES_SERVED = {
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    config: dict[str, Any]
+    model_type: str
+    task: str
+    auto_class: str
+    is_encoder_decoder: bool
+    sentence_transformers: bool
+    pooling: dict[str, Any] | None = None  # {"mode": "mean"|"cls"|"max", "normalize": bool}
+    st_max_seq_length: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SourceError(f"{path} cannot be read as JSON ({e}); the model folder is incomplete or corrupt") from None
+
+
+def _infer_task(config: dict[str, Any], sentence_transformers: bool) -> str:
+    arch = (config.get("architectures") or [""])[0]
+    if sentence_transformers:
+        return "feature-extraction"
+    if arch.endswith("ForSequenceClassification"):
+        return "text-classification"
+    if arch.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")):
+        return "text-generation"
+    if arch.endswith("Model"):
+        return "feature-extraction"
+    raise SourceError(
+        f"cannot infer the task from architectures={config.get('architectures')!r}; pass --task "
+        "feature-extraction, text-classification or text-generation"
+    )
+
+
+def _st_pooling(path: Path) -> tuple[dict[str, Any], int | None]:
+    modules = _read_json(path / "modules.json")
+    kinds = [m.get("type") for m in modules]
+    unsupported = [k for k in kinds if k not in ST_MODULES_SERVED]
+    if unsupported:
+        raise SourceError(
+            f"{path} is a sentence-transformers model with module {unsupported[0]!r}; the runtime serves "
+            "Transformer + Pooling (+ Normalize) pipelines only"
+        )
+    pooling: dict[str, Any] = {"mode": "mean", "normalize": "sentence_transformers.models.Normalize" in kinds}
+    for m in modules:
+        if m.get("type") == "sentence_transformers.models.Pooling":
+            cfg = _read_json(path / m["path"] / "config.json")
+            modes = [k for k in ("cls", "mean", "max") if cfg.get(f"pooling_mode_{k}_token" if k == "cls" else f"pooling_mode_{k}_tokens")]
+            others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and not k.endswith(("cls_token", "mean_tokens", "max_tokens"))]
+            if len(modes) != 1 or others:
+                raise SourceError(f"{path / m['path']}: pooling {cfg} is not one of cls / mean / max; cannot serve it")
+            pooling["mode"] = modes[0]
+    st_cfg = path / "sentence_bert_config.json"
+    max_seq = _read_json(st_cfg).get("max_seq_length") if st_cfg.exists() else None
+    return pooling, max_seq
+
+
+def read_source(path: str | Path, *, task: str | None = None) -> Source:
+    """Check a model folder and decide task and model class.
+
+    Raises:
+        SourceError: missing/incomplete folder, trust_remote_code needed, unknown architecture or task.
+    """
+    import transformers
+
+    path = Path(path)
+    if not path.is_dir():
+        raise SourceError(f"model folder {path} does not exist or is not a directory")
+    if not (path / "config.json").is_file():
+        raise SourceError(f"{path} has no config.json; pass a folder written by save_pretrained or sentence-transformers")
+    if not any((path / w).is_file() for w in WEIGHT_FILES):
+        raise SourceError(f"{path} has no weights ({' / '.join(WEIGHT_FILES[::2])}); the folder is incomplete")
+    if not any((path / t).is_file() for t in ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model")):
+        raise SourceError(f"{path} has no tokenizer files (tokenizer.json, vocab.txt, ...); the folder is incomplete")
+    config = _read_json(path / "config.json")
+    if "auto_map" in config or any("auto_map" in _read_json(p) for p in path.glob("tokenizer_config.json")):
+        raise SourceError(
+            f"{path} declares auto_map: loading it needs trust_remote_code=True, which would run code from the "
+            "folder; this builder never does that. Use a model whose architecture ships with transformers"
+        )
+    model_type = config.get("model_type")
+    if model_type not in transformers.CONFIG_MAPPING:
+        raise SourceError(f"{path}: model_type {model_type!r} is not an architecture transformers {transformers.__version__} knows")
+    st = (path / "modules.json").is_file()
+    task = task or _infer_task(config, st)
+    if task not in TASK_AUTO_CLASS:
+        raise SourceError(f"task {task!r} is not served; choose one of {sorted(TASK_AUTO_CLASS)}")
+    is_ed = bool(config.get("is_encoder_decoder", False))
+    auto_class = "AutoModelForSeq2SeqLM" if task == "text-generation" and is_ed else TASK_AUTO_CLASS[task]
+    config_class = transformers.CONFIG_MAPPING[model_type]
+    if config_class not in getattr(transformers, auto_class)._model_mapping:
+        raise SourceError(
+            f"{path}: architecture {model_type!r} has no {auto_class} class in transformers, so it cannot serve {task}"
+        )
+    pooling, max_seq = _st_pooling(path) if st and task == "feature-extraction" else (None, None)
+    if task == "feature-extraction" and pooling is None:
+        pooling = {"mode": "mean", "normalize": False}
+    return Source(
+        path=path,
+        config=config,
+        model_type=model_type,
+        task=task,
+        auto_class=auto_class,
+        is_encoder_decoder=is_ed,
+        sentence_transformers=st,
+        pooling=pooling,
+        st_max_seq_length=max_seq,
+    )

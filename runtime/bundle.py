@@ -1,0 +1,320 @@
+"""THE bundle format: one offline, pickle-free, hash-checked file holding a whole model.
+
+Layout (all integers little-endian, every section 64-byte aligned so tensors can be memory-mapped in place):
+
+    offset 0    8 bytes   MAGIC  b"HFLBNDL\\x00"
+    offset 8    u32       format version (FORMAT_VERSION)
+    offset 12   u32       reserved, 0
+    offset 16   u64       header length H (bytes of JSON, space-padded to the alignment)
+    offset 24   H bytes   header JSON: {"format", "format_version", "manifest", "tensors", "files", "data_bytes"}
+    then        D bytes   data: raw tensor bytes and raw file bytes at the offsets the header gives
+    last        32 bytes  SHA-256 of every byte before it (the bundle's content hash)
+
+Nothing in the file is ever unpickled: the header is JSON, tensors are raw little-endian bytes read with
+`torch.frombuffer`, files (tokenizer.json, config.json, ...) are raw bytes. The reader checks magic, version,
+size and hash before it trusts a single offset. The writer is deterministic: the same inputs give the same bytes.
+
+This module is the only owner of the format. The runtime reads with `read_bundle`; the builder writes with
+`write_bundle` and proves its output by reading it back with the same function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.errors import (
+    BundleCorruptError,
+    BundleNotFoundError,
+    BundleVersionError,
+    NotABundleError,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+FORMAT = "hf-lambda-bundle"
+FORMAT_VERSION = 1
+MAGIC = b"HFLBNDL\x00"
+ALIGN = 64
+_PREAMBLE = struct.Struct("<8sIIQ")  # magic, version, reserved, header length
+_DIGEST_BYTES = 32
+
+# dtype name in the header -> (torch dtype attribute, bytes per element)
+DTYPES: dict[str, tuple[str, int]] = {
+    "float32": ("float32", 4),
+    "float16": ("float16", 2),
+    "bfloat16": ("bfloat16", 2),
+    "int64": ("int64", 8),
+    "int32": ("int32", 4),
+    "int8": ("int8", 1),
+    "uint8": ("uint8", 1),
+    "bool": ("bool", 1),
+}
+
+
+def _pad(n: int) -> int:
+    return (-n) % ALIGN
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    # Views of 1-D byte arrays work for every dtype, bfloat16 included (numpy has no bfloat16).
+    import torch
+
+    flat = t.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes()
+
+
+def write_bundle(
+    path: str | os.PathLike[str],
+    *,
+    manifest: Mapping[str, Any],
+    tensors: Mapping[str, torch.Tensor],
+    files: Mapping[str, bytes],
+) -> str:
+    """Write a bundle atomically and return its SHA-256 content hash (hex).
+
+    Args:
+        path: where to write; the file appears only once it is complete.
+        manifest: JSON-serialisable model metadata (task, labels, golden examples, ...).
+        tensors: name -> tensor. Tensors that share storage (tied weights) are written once; the others are
+            recorded as aliases and come back as the same tensor.
+        files: name -> raw bytes (tokenizer.json, config.json, ...).
+
+    Raises:
+        ValueError: a tensor dtype the format does not store.
+    """
+    entries: dict[str, dict[str, Any]] = {}
+    aliases: dict[str, str] = {}
+    blobs: list[bytes] = []
+    seen: dict[tuple[int, tuple[int, ...], tuple[int, ...], str], str] = {}
+    offset = 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        dtype = str(t.dtype).removeprefix("torch.")
+        if dtype not in DTYPES:
+            raise ValueError(f"tensor {name!r} has dtype {dtype}; the bundle stores {sorted(DTYPES)}")
+        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), dtype)
+        if t.numel() and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        raw = _tensor_bytes(t)
+        entries[name] = {"dtype": dtype, "shape": list(t.shape), "offset": offset, "nbytes": len(raw)}
+        blobs.append(raw + b"\0" * _pad(len(raw)))
+        offset += len(raw) + _pad(len(raw))
+    file_entries: dict[str, dict[str, int]] = {}
+    for name in sorted(files):
+        raw = bytes(files[name])
+        file_entries[name] = {"offset": offset, "nbytes": len(raw)}
+        blobs.append(raw + b"\0" * _pad(len(raw)))
+        offset += len(raw) + _pad(len(raw))
+
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "manifest": manifest,
+        "tensors": entries,
+        "aliases": aliases,
+        "files": file_entries,
+        "data_bytes": offset,
+    }
+    header_raw = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    header_raw += b" " * _pad(_PREAMBLE.size + len(header_raw))
+    preamble = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, 0, len(header_raw))
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in (preamble, header_raw, *blobs):
+                digest.update(chunk)
+                out.write(chunk)
+            out.write(digest.digest())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An opened, checked bundle. Tensors are views into a private memory map of the file."""
+
+    path: Path
+    manifest: dict[str, Any]
+    sha256: str
+    size_bytes: int
+    format_version: int
+    _header: dict[str, Any]
+    _map: mmap.mmap
+    _data_start: int
+
+    @property
+    def file_names(self) -> list[str]:
+        return sorted(self._header["files"])
+
+    @property
+    def tensor_names(self) -> list[str]:
+        return sorted([*self._header["tensors"], *self._header["aliases"]])
+
+    def read_file(self, name: str) -> bytes:
+        """The raw bytes of a stored file; KeyError names the files that exist."""
+        entry = self._header["files"].get(name)
+        if entry is None:
+            raise KeyError(f"bundle {self.path} has no file {name!r}; it has {self.file_names}")
+        start = self._data_start + entry["offset"]
+        return self._map[start : start + entry["nbytes"]]
+
+    def has_file(self, name: str) -> bool:
+        return name in self._header["files"]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """name -> tensor, zero-copy over the memory map (copy-on-write: writing never touches the file)."""
+        import torch
+
+        out: dict[str, torch.Tensor] = {}
+        for name, e in self._header["tensors"].items():
+            dtype = getattr(torch, DTYPES[e["dtype"]][0])
+            count = e["nbytes"] // DTYPES[e["dtype"]][1]
+            if count == 0:
+                out[name] = torch.empty(e["shape"], dtype=dtype)
+                continue
+            flat = torch.frombuffer(self._map, dtype=dtype, count=count, offset=self._data_start + e["offset"])
+            out[name] = flat.view(e["shape"])
+        for name, target in self._header["aliases"].items():
+            out[name] = out[target]
+        return out
+
+    def tensor_bytes(self) -> int:
+        return sum(e["nbytes"] for e in self._header["tensors"].values())
+
+
+def _sniff(path: Path, head: bytes) -> NotABundleError:
+    hint = f"Build a bundle with `python -m bundle_builder build MODEL_DIR -o {path.name}`."
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return NotABundleError(
+            f"{path} is a Python pickle (protocol {head[1]}), not a model bundle. Bundles are pickle-free and "
+            f"pickles are never loaded, because unpickling can run code. {hint}"
+        )
+    if head.startswith(b"PK\x03\x04"):
+        return NotABundleError(
+            f"{path} is a zip archive (torch.save writes these, with pickles inside), not a model bundle. "
+            f"Pickles are never loaded, because unpickling can run code. {hint}"
+        )
+    return NotABundleError(f"{path} is not a model bundle: it starts with {head[:8]!r}, a bundle with {MAGIC!r}. {hint}")
+
+
+def read_bundle(path: str | os.PathLike[str], *, verify_hash: bool = True) -> Bundle:
+    """Open and check a bundle.
+
+    Args:
+        path: the bundle file.
+        verify_hash: recompute the SHA-256 of the content and compare it with the stored one (reads every byte
+            once; ~0.1 s per 100 MB). Size, magic, version and header are always checked.
+
+    Returns:
+        The opened bundle; tensors are memory-mapped, not read.
+
+    Raises:
+        BundleNotFoundError, NotABundleError, BundleVersionError, BundleCorruptError: each says what is wrong.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise BundleNotFoundError(f"{path} is a directory; MODEL_BUNDLE must name a bundle file built by bundle_builder")
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise BundleNotFoundError(f"no bundle at {path}: the file does not exist. Set MODEL_BUNDLE to a bundle file") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(_PREAMBLE.size)
+        if size == 0:
+            raise BundleCorruptError(f"{path} is empty (0 bytes): the copy or the build did not finish. Rebuild it")
+        if not head.startswith(MAGIC):
+            raise _sniff(path, head)
+        if len(head) < _PREAMBLE.size:
+            raise BundleCorruptError(f"{path} is truncated: {size} bytes, shorter than the {_PREAMBLE.size}-byte preamble")
+        _, version, _, header_len = _PREAMBLE.unpack(head)
+        if version != FORMAT_VERSION:
+            raise BundleVersionError(
+                f"{path} has bundle format version {version}; this runtime reads version {FORMAT_VERSION}. "
+                "Rebuild the bundle with the bundle_builder of this release"
+            )
+        data_start = _PREAMBLE.size + header_len
+        if data_start + _DIGEST_BYTES > size:
+            raise BundleCorruptError(
+                f"{path} is truncated: {size} bytes, but its header alone needs {data_start + _DIGEST_BYTES}. "
+                "Copy the file again or rebuild it"
+            )
+        try:
+            header = json.loads(f.read(header_len))
+            data_bytes = int(header["data_bytes"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise BundleCorruptError(f"{path} has a corrupt header ({e}); rebuild the bundle") from None
+        expected = data_start + data_bytes + _DIGEST_BYTES
+        if size != expected:
+            what = "truncated" if size < expected else "longer than its header says"
+            raise BundleCorruptError(
+                f"{path} is {what}: {size} bytes on disk, the header says {expected}. Copy the file again or rebuild it"
+            )
+        if header.get("format") != FORMAT or header.get("format_version") != version:
+            raise BundleCorruptError(
+                f"{path} header names format {header.get('format')!r} version {header.get('format_version')!r}, "
+                f"expected {FORMAT!r} version {version}; the file is corrupt"
+            )
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+
+    stored = mapped[size - _DIGEST_BYTES :].hex()
+    if verify_hash:
+        with memoryview(mapped) as view:
+            actual = hashlib.sha256(view[: size - _DIGEST_BYTES]).hexdigest()
+        if actual != stored:
+            raise BundleCorruptError(
+                f"{path} failed its content check: SHA-256 {actual[:16]}... but the bundle records {stored[:16]}...; "
+                "bytes changed after the build. Copy the file again or rebuild it"
+            )
+    _check_entries(path, header, data_bytes)
+    return Bundle(
+        path=path,
+        manifest=header["manifest"],
+        sha256=stored,
+        size_bytes=size,
+        format_version=version,
+        _header=header,
+        _map=mapped,
+        _data_start=data_start,
+    )
+
+
+def _check_entries(path: Path, header: dict[str, Any], data_bytes: int) -> None:
+    def bad(why: str) -> BundleCorruptError:
+        return BundleCorruptError(f"{path} has a corrupt header: {why}; rebuild the bundle")
+
+    for name, e in header.get("tensors", {}).items():
+        if e.get("dtype") not in DTYPES:
+            raise bad(f"tensor {name!r} has unknown dtype {e.get('dtype')!r}")
+        numel = 1
+        for d in e["shape"]:
+            numel *= int(d)
+        if numel * DTYPES[e["dtype"]][1] != e["nbytes"]:
+            raise bad(f"tensor {name!r} shape {e['shape']} does not match its {e['nbytes']} bytes")
+        if e["offset"] % ALIGN or e["offset"] + e["nbytes"] > data_bytes:
+            raise bad(f"tensor {name!r} lies outside the data section")
+    for name, e in header.get("files", {}).items():
+        if e["offset"] < 0 or e["offset"] + e["nbytes"] > data_bytes:
+            raise bad(f"file {name!r} lies outside the data section")
+    for name, target in header.get("aliases", {}).items():
+        if target not in header.get("tensors", {}):
+            raise bad(f"alias {name!r} points at missing tensor {target!r}")

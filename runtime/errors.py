@@ -1,0 +1,70 @@
+"""Typed errors of the runtime.
+
+ServingError                      base: everything the function raises on purpose
+├── BundleError                   the bundle file cannot be used (raised at init: fatal)
+│   ├── BundleNotFoundError       no file at MODEL_BUNDLE, or it is a directory
+│   ├── NotABundleError           wrong magic: another kind of file (a pickle, a zip, text)
+│   ├── BundleVersionError        a format version this runtime does not read
+│   └── BundleCorruptError        truncated, bad header, or content hash mismatch
+└── RequestError                  one request was wrong: answered, the process keeps serving
+    ├── InvalidInputError         400: bad JSON, missing/ill-typed "inputs"
+    ├── MethodNotAllowedError     405: an HTTP method other than POST
+    ├── PayloadTooLargeError      413: over a size limit (body bytes, characters, items)
+    ├── InvalidParametersError    422: valid JSON, but a parameter is unknown or out of range
+    └── InternalError             500: an unexpected failure; the caller gets the request id, the log the trace
+
+Direct invokes raise RequestError subclasses so that the caller sees the class name as `errorType`
+(Step Functions can catch it by name); HTTP triggers turn them into a status code.
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class BundleError(ServingError):
+    """The bundle cannot be used; the function cannot start."""
+
+
+class BundleNotFoundError(BundleError):
+    pass
+
+
+class NotABundleError(BundleError):
+    pass
+
+
+class BundleVersionError(BundleError):
+    pass
+
+
+class BundleCorruptError(BundleError):
+    pass
+
+
+class RequestError(ServingError):
+    """A request was wrong; `status` is the HTTP status it is answered with."""
+
+    status: int = 400
+
+
+class InvalidInputError(RequestError):
+    status = 400
+
+
+class MethodNotAllowedError(RequestError):
+    status = 405
+
+
+class PayloadTooLargeError(RequestError):
+    status = 413
+
+
+class InvalidParametersError(RequestError):
+    status = 422
+
+
+class InternalError(RequestError):
+    status = 500

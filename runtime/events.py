@@ -1,0 +1,90 @@
+"""Which AWS trigger sent an event, and thin read-only views over the HTTP ones.
+
+Routing is one enum and one function. The Function URL event is the HTTP API v2 payload, so it shares that
+adapter; REST (v1) differs only in where the method lives.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from typing import Any
+
+from runtime.errors import InvalidInputError
+
+
+class EventKind(enum.Enum):
+    DIRECT = "direct"
+    API_GATEWAY_REST = "apigateway-rest"
+    HTTP_API = "apigateway-http"
+    FUNCTION_URL = "function-url"
+    SQS = "sqs"
+
+
+def classify(event: Any) -> EventKind:
+    if not isinstance(event, dict):
+        return EventKind.DIRECT
+    records = event.get("Records")
+    if isinstance(records, list) and (not records or all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)):
+        return EventKind.SQS
+    ctx = event.get("requestContext")
+    if isinstance(ctx, dict):
+        if event.get("version") == "2.0" and isinstance(ctx.get("http"), dict):
+            domain = str(ctx.get("domainName", ""))
+            return EventKind.FUNCTION_URL if ".lambda-url." in domain else EventKind.HTTP_API
+        if "httpMethod" in event:
+            return EventKind.API_GATEWAY_REST
+    return EventKind.DIRECT
+
+
+class HttpEvent:
+    """API Gateway REST (v1), HTTP API (v2) and Function URL events: method, headers, decoded body."""
+
+    def __init__(self, event: dict[str, Any], kind: EventKind) -> None:
+        self._event = event
+        self.kind = kind
+
+    @property
+    def method(self) -> str:
+        if self.kind is EventKind.API_GATEWAY_REST:
+            return str(self._event.get("httpMethod", "")).upper()
+        return str(self._event["requestContext"]["http"].get("method", "")).upper()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        raw = self._event.get("headers") or {}
+        return {str(k).lower(): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+
+    @property
+    def body(self) -> bytes:
+        """The body bytes, base64-decoded when the event says so."""
+        body = self._event.get("body")
+        if body is None:
+            return b""
+        if not isinstance(body, str):
+            raise InvalidInputError("the HTTP body must be a string")
+        if self._event.get("isBase64Encoded"):
+            try:
+                return base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInputError("the body is marked isBase64Encoded but is not valid base64") from None
+        return body.encode("utf-8", "surrogatepass")
+
+
+class SqsRecord:
+    """One SQS record as Lambda's event source mapping delivers it."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self._record = record
+
+    @property
+    def message_id(self) -> str:
+        return str(self._record.get("messageId", ""))
+
+    @property
+    def body(self) -> str:
+        body = self._record.get("body")
+        if not isinstance(body, str):
+            raise InvalidInputError("the SQS record has no string body")
+        return body

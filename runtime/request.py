@@ -1,0 +1,109 @@
+"""The request body (the Hugging Face Inference API shape) -> a checked Request.
+
+    {"inputs": "text" | ["text", ...] | [{"role": ..., "content": ...}, ...], "parameters": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.errors import InvalidInputError, InvalidParametersError, PayloadTooLargeError
+
+ALLOWED_KEYS = ("inputs", "parameters")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int
+    max_items: int
+    max_chars: int
+
+
+@dataclass(frozen=True)
+class Request:
+    inputs: list[Any]  # str, or a chat (list of {"role", "content"}) for text-generation
+    single: bool  # the caller sent one input, not a list: answer with one output
+    parameters: dict[str, Any]
+
+
+def parse_body(body: bytes | str, limits: Limits) -> Request:
+    """JSON bytes of an HTTP or SQS body -> Request. Raises InvalidInputError / PayloadTooLargeError."""
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if len(raw) > limits.max_body_bytes:
+        raise PayloadTooLargeError(
+            f"the body has {len(raw)} bytes; the limit is {limits.max_body_bytes} (MAX_BODY_BYTES)"
+        )
+    if not raw.strip():
+        raise InvalidInputError('the body is empty; send JSON like {"inputs": "text"}')
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        reason = str(e) if isinstance(e, ValueError) else "nested too deeply"
+        raise InvalidInputError(f'the body is not valid JSON ({reason}); send JSON like {{"inputs": "text"}}') from None
+    return parse_payload(payload, limits)
+
+
+def _is_chat(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(m, dict) for m in value)
+
+
+def _check_chat(chat: list[dict[str, Any]], limits: Limits) -> None:
+    for i, m in enumerate(chat):
+        if set(m) != {"role", "content"} or not isinstance(m["role"], str) or not isinstance(m["content"], str):
+            raise InvalidInputError(
+                f'chat message {i} must be {{"role": str, "content": str}}, got keys {sorted(map(str, m))}'
+            )
+    chars = sum(len(m["content"]) for m in chat)
+    if chars > limits.max_chars:
+        raise PayloadTooLargeError(f"the chat has {chars} characters; the limit is {limits.max_chars} (MAX_INPUT_CHARS)")
+
+
+def parse_payload(payload: Any, limits: Limits) -> Request:
+    """A decoded JSON value (direct invoke event or parsed body) -> Request."""
+    if not isinstance(payload, dict):
+        raise InvalidInputError(f'the request must be a JSON object like {{"inputs": "text"}}, got {type(payload).__name__}')
+    unknown = sorted(str(k) for k in payload if k not in ALLOWED_KEYS)
+    if unknown:
+        raise InvalidInputError(f"unknown key {unknown[0]!r} in the request; it accepts {list(ALLOWED_KEYS)}")
+    if "inputs" not in payload:
+        raise InvalidInputError('the request has no "inputs": send {"inputs": "text"} or {"inputs": ["text", ...]}')
+    inputs = payload["inputs"]
+    params = payload.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidParametersError(f'"parameters" must be a JSON object, got {type(params).__name__}')
+    if isinstance(inputs, str):
+        items, single = [inputs], True
+    elif _is_chat(inputs) and all("role" in m for m in inputs):
+        _check_chat(inputs, limits)
+        items, single = [inputs], True
+    elif isinstance(inputs, list) and inputs:
+        items, single = inputs, False
+    else:
+        raise InvalidInputError(f'"inputs" must be a string or a non-empty list of strings, got {_describe(inputs)}')
+    if len(items) > limits.max_items:
+        raise PayloadTooLargeError(f'"inputs" has {len(items)} items; the limit is {limits.max_items} (MAX_BATCH_ITEMS)')
+    for i, item in enumerate(items):
+        if isinstance(item, list) and _is_chat(item):
+            _check_chat(item, limits)
+            continue
+        if not isinstance(item, str):
+            raise InvalidInputError(f'"inputs"[{i}] must be a string, got {_describe(item)}')
+        if not item.strip():
+            raise InvalidInputError(f'"inputs"[{i}] is empty; send some text')
+        if len(item) > limits.max_chars:
+            raise PayloadTooLargeError(
+                f'"inputs"[{i}] has {len(item)} characters; the limit is {limits.max_chars} (MAX_INPUT_CHARS)'
+            )
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(f'"inputs"[{i}] is not valid UTF-8 text (lone surrogate)') from None
+    return Request(inputs=items, single=single, parameters=params)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return "an empty list" if not value else "a list"
+    return "null" if value is None else type(value).__name__

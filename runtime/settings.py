@@ -1,0 +1,91 @@
+"""Every knob of the function, read from the environment once at init into one frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from runtime.errors import BundleError
+
+
+class SettingsError(BundleError):
+    """An environment variable has a value the function cannot use (fatal at init)."""
+
+
+def _default_bundle() -> str:
+    return str(Path(os.environ.get("LAMBDA_TASK_ROOT", "/var/task")) / "model.bundle")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_bundle: str  # MODEL_BUNDLE: the bundle file; default $LAMBDA_TASK_ROOT/model.bundle
+    results_queue_url: str | None = None  # RESULTS_QUEUE_URL: SQS results go here; unset -> to the log
+    device: str = "auto"  # DEVICE: auto (cuda when present) | cpu | cuda | cuda:N
+    cuda_dtype: str = "float16"  # CUDA_DTYPE: float16 | bfloat16 | float32 compute on a GPU (CPU is always fp32)
+    num_threads: int = 0  # NUM_THREADS: torch intra-op threads; 0 -> the CPUs this process may use
+    verify_bundle_hash: bool = True  # VERIFY_BUNDLE_HASH: recompute the SHA-256 at init (~0.1 s / 100 MB)
+    canary: bool = True  # CANARY: run a golden example at init and refuse to start if it drifted
+    max_body_bytes: int = 1_000_000  # MAX_BODY_BYTES: HTTP body limit -> 413 (Lambda's own cap is 6 MB)
+    max_batch_items: int = 32  # MAX_BATCH_ITEMS: inputs per request -> 413; also the forward-pass batch size
+    max_input_chars: int = 20_000  # MAX_INPUT_CHARS: characters per input -> 413
+    max_new_tokens: int = 256  # MAX_NEW_TOKENS: upper bound of parameters.max_new_tokens -> 422
+    max_input_tokens: int = 0  # MAX_INPUT_TOKENS: prompt tokens for generation -> 413; 0 -> the bundle's max length
+    log_level: str = "INFO"  # LOG_LEVEL
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default os.environ); a bad value raises SettingsError naming it."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, object] = {"model_bundle": env.get("MODEL_BUNDLE") or _default_bundle()}
+        for f in fields(cls):
+            name = f.name.upper()
+            if f.name == "model_bundle" or name not in env or env[name] == "":
+                continue
+            raw = env[name]
+            kind = type(getattr(cls, f.name, "")) if f.name != "results_queue_url" else str
+            try:
+                if kind is bool:
+                    if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                        raise ValueError(raw)
+                    values[f.name] = raw.lower() in ("1", "true", "yes")
+                elif kind is int:
+                    values[f.name] = int(raw)
+                    if values[f.name] < 0:
+                        raise ValueError(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError:
+                raise SettingsError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.cuda_dtype not in ("float16", "bfloat16", "float32"):
+            raise SettingsError(f"CUDA_DTYPE={settings.cuda_dtype!r}; use float16, bfloat16 or float32")
+        if settings.max_batch_items < 1:
+            raise SettingsError("MAX_BATCH_ITEMS must be at least 1")
+        return settings
+
+
+def usable_cpus() -> int:
+    """CPUs this process may really use: its affinity mask, capped by a cgroup v2/v1 CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return max(1, min(n, quota) if quota else n)
+
+
+def _cgroup_quota() -> int | None:
+    import math
+
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        q, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if q == "max" else max(1, math.ceil(int(q) / int(period)))
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if q <= 0 else max(1, math.ceil(q / period))
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,60 @@
+"""Checks for request parameters: each rule says what it accepts, and the error names the value it got."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from runtime.errors import InvalidParametersError
+
+__all__ = ["InvalidParametersError", "boolean", "check", "integer", "number", "one_of"]
+
+Rule = Callable[[str, Any], Any]
+
+
+def check(task: str, params: Mapping[str, Any], rules: Mapping[str, Rule]) -> dict[str, Any]:
+    """Apply `rules` to `params`; unknown names and bad values raise InvalidParametersError."""
+    unknown = sorted(set(params) - set(rules))
+    if unknown:
+        raise InvalidParametersError(
+            f"unknown parameter {unknown[0]!r} for {task}; accepted parameters: {', '.join(sorted(rules)) or 'none'}"
+        )
+    return {name: rules[name](name, value) for name, value in params.items() if value is not None}
+
+
+def integer(lo: int, hi: int | None = None) -> Rule:
+    def rule(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+            raise InvalidParametersError(f"parameter {name!r} must be an integer {bound}, got {value!r}")
+        return value
+
+    return rule
+
+
+def number(lo: float, hi: float | None = None, *, lo_open: bool = False) -> Rule:
+    def rule(name: str, value: Any) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        ok = ok and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
+        if not ok:
+            left = f"> {lo}" if lo_open else f">= {lo}"
+            bound = f"{left} and <= {hi}" if hi is not None else left
+            raise InvalidParametersError(f"parameter {name!r} must be a number {bound}, got {value!r}")
+        return float(value)
+
+    return rule
+
+
+def boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidParametersError(f"parameter {name!r} must be true or false, got {value!r}")
+    return value
+
+
+def one_of(*choices: str) -> Rule:
+    def rule(name: str, value: Any) -> str:
+        if value not in choices:
+            raise InvalidParametersError(f"parameter {name!r} must be one of {list(choices)}, got {value!r}")
+        return value
+
+    return rule
