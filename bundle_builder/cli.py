@@ -1,0 +1,63 @@
+"""`python -m bundle_builder {build,inspect,verify}`: translates arguments into library calls, nothing more.
+
+Errors print as `ErrorType: message` and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bundle_builder.build import STORAGE_DTYPES
+from bundle_builder.sources import TASK_AUTO_CLASS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bundle_builder", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="pack a local model folder into one bundle file")
+    build.add_argument("src", help="model folder (save_pretrained or sentence-transformers layout)")
+    build.add_argument("-o", "--out", required=True, help="bundle file to write")
+    build.add_argument("--task", choices=sorted(TASK_AUTO_CLASS), help="default: inferred from config.json")
+    build.add_argument("--multi-label", action="store_true", help="text-classification with sigmoid scores per label")
+    build.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32", help="weight storage dtype (CPU computes in fp32)")
+    build.add_argument("--max-length", type=int, help="token limit (default: the model's own)")
+    build.add_argument("--name", help="model name recorded in the bundle (default: the folder name)")
+    build.add_argument("--quiet", action="store_true", help="no progress bars")
+    inspect = sub.add_parser("inspect", help="show what a bundle holds")
+    inspect.add_argument("bundle")
+    inspect.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    verify = sub.add_parser("verify", help="check integrity and replay the golden examples")
+    verify.add_argument("bundle")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "build":
+            from bundle_builder.build import build_bundle
+
+            result = build_bundle(
+                args.src, args.out, task=args.task, multi_label=args.multi_label, dtype=args.dtype,
+                max_length=args.max_length, name=args.name, progress=not args.quiet,
+            )
+            print(
+                f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, sha256 {result.sha256}); "
+                f"verified {result.verify.examples} golden examples: {result.verify.check.describe()}"
+            )
+        elif args.command == "inspect":
+            from bundle_builder.summary import render, summarize
+
+            info = summarize(args.bundle)
+            print(json.dumps(info, indent=2) if args.json else render(info))
+        else:
+            from bundle_builder.verify import verify_bundle
+
+            report = verify_bundle(args.bundle)
+            print(f"OK {args.bundle}: sha256 {report.sha256}; {report.examples} golden examples, {report.check.describe()}")
+    except Exception as e:  # noqa: BLE001 - the CLI's contract: one line, the error's type and message
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0

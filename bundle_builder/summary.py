@@ -1,0 +1,66 @@
+"""What `inspect` shows: a bundle's manifest and integrity facts, as a dict and as readable text."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from runtime.bundle import FORMAT, read_bundle
+
+
+def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read (and hash-check) a bundle; return the facts `inspect --json` prints."""
+    bundle = read_bundle(path)
+    m = bundle.manifest
+    out: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": bundle.format_version,
+        "name": m["name"],
+        "task": m["task"],
+        "model_type": m["model_type"],
+        "architecture": m["architecture"],
+        "sha256": bundle.sha256,
+        "dtype": m["dtype"],
+        "num_parameters": m["num_parameters"],
+        "size_bytes": bundle.size_bytes,
+        "weights_bytes": bundle.tensor_bytes(),
+        "max_length": m["max_length"],
+        "compiled": m.get("compiled"),
+        "versions": m["versions"],
+        "files": bundle.file_names,
+        "golden": [{"input": g["input"], "output": _short(g["output"])} for g in m["golden"]],
+    }
+    if m["task"] == "text-classification":
+        out["labels"] = m["labels"]
+        out["problem_type"] = m["problem_type"]
+    if m["task"] == "feature-extraction":
+        out["pooling"] = m["pooling"]
+    return out
+
+
+def _short(output: Any) -> Any:
+    if isinstance(output, list) and output and isinstance(output[0], float):
+        return {"dimensions": len(output), "head": [round(x, 5) for x in output[:4]]}
+    return output
+
+
+def render(info: dict[str, Any]) -> str:
+    """Human-readable text for `inspect` without --json."""
+    lines = [
+        f"{info['name']}  ({info['task']}, {info['architecture']}, {info['model_type']})",
+        f"  format        {info['format']} v{info['format_version']}",
+        f"  sha256        {info['sha256']}",
+        f"  size          {info['size_bytes'] / 1e6:.1f} MB ({info['weights_bytes'] / 1e6:.1f} MB weights)",
+        f"  parameters    {info['num_parameters']:,} stored as {info['dtype']}",
+        f"  max length    {info['max_length']} tokens",
+        f"  compiled      {info['compiled']}",
+        f"  versions      " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+    ]
+    if "labels" in info:
+        lines.append(f"  labels        {', '.join(info['labels'])} ({info['problem_type']})")
+    if "pooling" in info:
+        lines.append(f"  pooling       {info['pooling']['mode']}, normalize={info['pooling']['normalize']}")
+    lines.append("  golden examples")
+    for g in info["golden"]:
+        lines.append(f"    {g['input']!r} -> {g['output']}")
+    return "\n".join(lines)
