@@ -129,7 +129,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     request_id = getattr(context, "aws_request_id", None) or f"local-{uuid.uuid4()}"
     kind = classify(event)
     started = time.perf_counter_ns()
-    status, error, timing = "ok", None, {"cold_start": cold}
+    status, error, timing = "ok", None, {"cold_start": cold, "init_ms": PREDICTOR.init_ms}
     try:
         if kind is EventKind.SQS:
             response = _sqs(event, request_id, cold)

@@ -90,6 +90,7 @@ def process_records(
         envelope: (outputs, timing extras) -> the result body for one record.
         logger: where rejected records are explained.
     """
+    records = list(records)
     failures: list[str] = []
     parsed: list[tuple[str, Request]] = []
     for raw in records:
@@ -115,8 +116,9 @@ def process_records(
                 except Exception as e:  # noqa: BLE001
                     logger.warning("failed record", extra={"fields": {"messageId": member[0], "errorType": type(e).__name__, "errorMessage": str(e)}})
                     failures.append(member[0])
-    failures.extend(sink.send(results) if results else set())
-    return {"batchItemFailures": [{"itemIdentifier": mid} for mid in dict.fromkeys(failures)]}
+    failed = set(failures) | (sink.send(results) if results else set())
+    in_order = [SqsRecord(r).message_id for r in records]  # answer in the order SQS delivered them
+    return {"batchItemFailures": [{"itemIdentifier": mid} for mid in dict.fromkeys(in_order) if mid in failed]}
 
 
 def _predict_group(members: list[tuple[str, Request]], predict: Predict, envelope: Callable[..., dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

@@ -30,10 +30,21 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class _StdoutHandler(logging.Handler):
+    """Writes to whatever sys.stdout is at emit time (the Lambda runtime and test capture both swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(self.format(record) + "\n")
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001 - logging must never break a request
+            self.handleError(record)
+
+
 def get_logger(level: str = "INFO") -> logging.Logger:
     logger = logging.getLogger("hf_lambda")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(_JsonFormatter())
         logger.addHandler(handler)
         logger.propagate = False

