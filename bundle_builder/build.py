@@ -14,6 +14,8 @@ from bundle_builder.reference import golden_examples
 from bundle_builder.sources import Source, read_source
 from bundle_builder.verify import VerifyReport, verify_bundle
 from runtime.bundle import FORMAT, FORMAT_VERSION, write_bundle
+from runtime.engines import ENGINES
+from runtime.loader import ONNX_FILE
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -87,9 +89,11 @@ def _storage(state: dict[str, Any], dtype: str) -> dict[str, Any]:
 
 
 def build_bundle(
-    src: str | os.PathLike[str],
+    src: str | os.PathLike[str] | None,
     out: str | os.PathLike[str],
     *,
+    gguf: str | os.PathLike[str] | None = None,
+    engine: str = "torch",
     task: str | None = None,
     multi_label: bool = False,
     dtype: str = "float32",
@@ -100,8 +104,10 @@ def build_bundle(
     """Build, write and verify a bundle from a local model folder.
 
     Args:
-        src: folder written by save_pretrained or sentence-transformers.
+        src: folder written by save_pretrained or sentence-transformers (None with `gguf`).
         out: the bundle file to write.
+        gguf: a GGUF file instead of a folder: dequantised to fp32 and converted to a plain folder first.
+        engine: "torch" (default) or "onnxruntime": also export an optimised ONNX graph, the bundle's default engine.
         task: feature-extraction | text-classification | text-generation; inferred from the config when None.
         multi_label: text-classification with independent sigmoid scores per label.
         dtype: storage dtype of floating weights (float32, float16, bfloat16); golden outputs stay fp32.
@@ -118,6 +124,19 @@ def build_bundle(
     force_offline()
     if dtype not in STORAGE_DTYPES:
         raise SourceError(f"--dtype {dtype!r} is not a storage dtype; choose {', '.join(STORAGE_DTYPES)}")
+    if engine not in ENGINES:
+        raise SourceError(f"--engine {engine!r} is not an engine; choose {', '.join(ENGINES)}")
+    if (src is None) == (gguf is None):
+        raise SourceError("give either a model folder or --gguf FILE, not both or neither")
+    if gguf is not None:
+        from bundle_builder.gguf import convert_gguf
+
+        with tempfile.TemporaryDirectory(prefix="gguf-") as tmp:
+            folder = convert_gguf(gguf, Path(tmp) / Path(gguf).stem, progress=progress)
+            return build_bundle(
+                folder, out, engine=engine, task=task, multi_label=multi_label, dtype=dtype,
+                max_length=max_length, name=name or Path(gguf).stem, progress=progress,
+            )
     from tqdm import tqdm
 
     steps = tqdm(total=5, desc="bundle", unit="step", disable=not progress)
@@ -152,9 +171,14 @@ def build_bundle(
     if multi_label:
         config["problem_type"] = "multi_label_classification"
     files = {"config.json": json.dumps(config, sort_keys=True, indent=1).encode(), **_tokenizer_files(tokenizer)}
+    if engine == "onnxruntime":
+        from bundle_builder.onnx_export import export_onnx
+
+        files[ONNX_FILE] = export_onnx(model, source, tokenizer)
     state = _storage(model.state_dict(), dtype)
     unique = {t.data_ptr(): t for t in model.state_dict().values()}
     manifest = _manifest(source, model, tokenizer, config, golden, limit, dtype, name, multi_label)
+    manifest["engine"] = engine
     manifest["num_parameters"] = int(sum(t.numel() for t in unique.values()))
     manifest["versions"] = {
         "format": FORMAT_VERSION,

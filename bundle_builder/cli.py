@@ -11,13 +11,16 @@ import sys
 
 from bundle_builder.build import STORAGE_DTYPES
 from bundle_builder.sources import TASK_AUTO_CLASS
+from runtime.engines import ENGINES
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bundle_builder", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="pack a local model folder into one bundle file")
-    build.add_argument("src", help="model folder (save_pretrained or sentence-transformers layout)")
+    build.add_argument("src", nargs="?", help="model folder (save_pretrained or sentence-transformers layout)")
+    build.add_argument("--gguf", metavar="FILE", help="build from a GGUF file instead of a folder (dequantised)")
+    build.add_argument("--engine", choices=ENGINES, default="torch", help="default engine of the bundle; onnxruntime also stores an optimised ONNX graph")
     build.add_argument("-o", "--out", required=True, help="bundle file to write")
     build.add_argument("--task", choices=sorted(TASK_AUTO_CLASS), help="default: inferred from config.json")
     build.add_argument("--multi-label", action="store_true", help="text-classification with sigmoid scores per label")
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             from bundle_builder.build import build_bundle
 
             result = build_bundle(
-                args.src, args.out, task=args.task, multi_label=args.multi_label, dtype=args.dtype,
+                args.src, args.out, gguf=args.gguf, engine=args.engine, task=args.task, multi_label=args.multi_label, dtype=args.dtype,
                 max_length=args.max_length, name=args.name, progress=not args.quiet,
             )
             print(

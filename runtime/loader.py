@@ -1,30 +1,30 @@
-"""Bundle path -> ready model + tokenizer + task metadata, each load phase timed.
+"""Bundle path -> ready engine + tokenizer + task metadata, each load phase timed.
 
-The model is built from its config with weight initialisation switched off, then the memory-mapped bundle
-tensors are assigned in place (no random init, no copy when the stored dtype is the compute dtype).
+The torch engine builds the model from its config with weight initialisation switched off, then assigns the
+memory-mapped bundle tensors in place (no random init, no copy when the stored dtype is the compute dtype).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime.bundle import Bundle, read_bundle
-from runtime.errors import BundleCorruptError
+from runtime.engines import choose_engine
 from runtime.tokenizer import TextTokenizer, TokenizerSpec
 
-# manifest["auto_class"] -> the transformers Auto class that builds the model for the task
-AUTO_CLASSES = ("AutoModel", "AutoModelForSequenceClassification", "AutoModelForCausalLM", "AutoModelForSeq2SeqLM")
+ONNX_FILE = "model.onnx"
 
 
 @dataclass
 class LoadedModel:
     bundle: Bundle
-    model: Any  # a transformers PreTrainedModel in eval mode
+    engine: Any  # see runtime.engines
     tokenizer: TextTokenizer
     device: str
     dtype: str
@@ -38,22 +38,10 @@ class LoadedModel:
     def task(self) -> str:
         return self.bundle.manifest["task"]
 
-
-class _Phases:
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = {}
-
-    def __call__(self, name: str):
-        phases = self
-
-        class _Phase:
-            def __enter__(self) -> None:
-                self.t0 = time.perf_counter_ns()
-
-            def __exit__(self, *exc: object) -> None:
-                phases.ms[name] = (time.perf_counter_ns() - self.t0) / 1e6
-
-        return _Phase()
+    @property
+    def model(self) -> Any:
+        """The torch module (torch engine), or None."""
+        return self.engine.model
 
 
 def compute_dtype(stored: str, device: str, cuda_dtype: str = "float16") -> str:
@@ -69,53 +57,50 @@ def load_model(
     device: str = "cpu",
     cuda_dtype: str = "float16",
     verify_hash: bool = True,
+    engine: str = "auto",
+    threads: int = 0,
 ) -> LoadedModel:
-    """Open a bundle and build its model and tokenizer.
+    """Open a bundle and build its engine and tokenizer.
 
     Args:
         path: the bundle file.
         device: "cpu" or "cuda[:N]".
         cuda_dtype: compute dtype on CUDA ("float16", "bfloat16" or "float32"); ignored on a CPU.
         verify_hash: check the content hash (see read_bundle).
+        engine: "auto" (the bundle's own), "torch" or "onnxruntime".
+        threads: intra-op threads for the engine; 0 leaves the library default.
 
     Returns:
-        LoadedModel with `phases_ms` = {"read_bundle", "import_transformers", "build_model", "load_weights",
-        "tokenizer"}.
+        LoadedModel; `phases_ms` times "read_bundle", the engine's phases (torch: "import_torch",
+        "import_transformers", "build_model", "load_weights") and "tokenizer".
 
     Raises:
-        BundleError subclasses when the file is unusable or its tensors do not fit its config.
+        BundleError subclasses when the file is unusable or the engine cannot serve it.
     """
-    phase = _Phases()
+    phases: dict[str, float] = {}
+
+    @contextmanager
+    def phase(name: str) -> Iterator[None]:
+        t0 = time.perf_counter_ns()
+        try:
+            yield
+        finally:
+            phases[name] = phases.get(name, 0.0) + (time.perf_counter_ns() - t0) / 1e6
+
     with phase("read_bundle"):
         bundle = read_bundle(Path(path), verify_hash=verify_hash)
     m = bundle.manifest
-    with phase("import_transformers"):
-        import torch
-        import transformers
-        from transformers.initialization import no_init_weights
-    dtype = compute_dtype(m["dtype"], device, cuda_dtype)
-    with phase("build_model"):
-        config_dict = json.loads(bundle.read_file("config.json"))
-        config = transformers.AutoConfig.for_model(**config_dict)
-        auto = m["auto_class"]
-        if auto not in AUTO_CLASSES:
-            raise BundleCorruptError(f"{path} names model class {auto!r}; this runtime builds {AUTO_CLASSES}")
-        with no_init_weights():
-            model = getattr(transformers, auto).from_config(config, dtype=getattr(torch, dtype))
-    with phase("load_weights"):
-        target = getattr(torch, dtype)
-        tensors = {
-            k: (v.to(target) if v.is_floating_point() and v.dtype != target else v)
-            for k, v in bundle.tensors().items()
-        }
-        try:
-            model.load_state_dict(tensors, strict=True, assign=True)
-        except RuntimeError as e:
-            raise BundleCorruptError(f"{path}: tensors do not fit the bundled {auto} config: {e}") from None
-        model.requires_grad_(False)
-        model.eval()
-        if device != "cpu":
-            model.to(device)
+    name = choose_engine(engine, m, bundle.has_file(ONNX_FILE))
+    if name == "onnxruntime":
+        from runtime.engines.onnx_engine import build_onnx_engine
+
+        dtype = "float32"
+        built = build_onnx_engine(bundle, threads=threads, phase=phase)
+    else:
+        from runtime.engines.torch_engine import build_torch_engine
+
+        dtype = compute_dtype(m["dtype"], device, cuda_dtype)
+        built = build_torch_engine(bundle, device=device, dtype=dtype, threads=threads, phase=phase)
     with phase("tokenizer"):
         tokenizer = TextTokenizer(bundle.read_file("tokenizer.json"), TokenizerSpec.from_manifest(m["tokenizer"]))
-    return LoadedModel(bundle=bundle, model=model, tokenizer=tokenizer, device=device, dtype=dtype, phases_ms=phase.ms)
+    return LoadedModel(bundle=bundle, engine=built, tokenizer=tokenizer, device=device, dtype=dtype, phases_ms=phases)

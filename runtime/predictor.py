@@ -40,24 +40,14 @@ class Predictor:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         os.environ.setdefault("HF_HOME", "/tmp/huggingface")
 
-        t = time.perf_counter_ns()
-        import torch
-
-        import_torch_ms = (time.perf_counter_ns() - t) / 1e6
         threads = settings.num_threads or usable_cpus()
-        torch.set_num_threads(threads)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:  # already set (a second setup in the same process)
-            pass
-        device = settings.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         loaded = load_model(
             settings.model_bundle,
-            device=device,
+            device=_device(settings.device),
             cuda_dtype=settings.cuda_dtype,
             verify_hash=settings.verify_bundle_hash,
+            engine=settings.engine,
+            threads=threads,
         )
         from runtime.tasks import make_task
 
@@ -74,7 +64,6 @@ class Predictor:
                 )
         canary_ms = (time.perf_counter_ns() - t) / 1e6
         predictor.init_ms = {
-            "import_torch": round(import_torch_ms, 3),
             **{k: round(v, 3) for k, v in loaded.phases_ms.items()},
             "canary": round(canary_ms, 3),
             "total": round((time.perf_counter_ns() - t0_ns) / 1e6, 3),
@@ -98,8 +87,6 @@ class Predictor:
             InvalidParametersError: a parameter is unknown or out of range.
             RequestError subclasses from the task (e.g. a prompt over the token limit).
         """
-        import torch
-
         timer = timer or StageTimer()
         params = self.task.check_parameters(params)
         outputs: list[Any] = []
@@ -108,7 +95,7 @@ class Predictor:
             chunk = inputs[start : start + self.max_batch]
             with timer.stage("preprocess"):
                 batch = self.task.preprocess(chunk, params)
-            with timer.stage("inference"), torch.inference_mode():
+            with timer.stage("inference"):
                 t = time.perf_counter_ns()
                 raw = self.task.forward(batch, params)
             with timer.stage("postprocess"):
@@ -125,4 +112,15 @@ class Predictor:
 
     def describe_model(self) -> dict[str, Any]:
         m = self.loaded.manifest
-        return {"name": m["name"], "task": m["task"], "sha256": self.loaded.bundle.sha256, "engine": "torch"}
+        return {"name": m["name"], "task": m["task"], "sha256": self.loaded.bundle.sha256, "engine": self.loaded.engine.name}
+
+
+def _device(requested: str) -> str:
+    """DEVICE=auto -> cuda when a GPU is visible (torch is imported only to ask), else cpu."""
+    if requested != "auto":
+        return requested
+    if not os.path.exists("/dev/nvidia0") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -21,6 +21,7 @@ def _default_bundle() -> str:
 class Settings:
     model_bundle: str  # MODEL_BUNDLE: the bundle file; default $LAMBDA_TASK_ROOT/model.bundle
     results_queue_url: str | None = None  # RESULTS_QUEUE_URL: SQS results go here; unset -> to the log
+    engine: str = "auto"  # ENGINE: auto (the bundle's own) | torch | onnxruntime
     device: str = "auto"  # DEVICE: auto (cuda when present) | cpu | cuda | cuda:N
     cuda_dtype: str = "float16"  # CUDA_DTYPE: float16 | bfloat16 | float32 compute on a GPU (CPU is always fp32)
     num_threads: int = 0  # NUM_THREADS: torch intra-op threads; 0 -> the CPUs this process may use

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import torch
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,8 @@ class TextTokenizer:
                 pad_id=spec.pad_id, pad_token=spec.pad_token or "", direction=spec.padding_side
             )
 
-    def encode(self, texts: list[str], *, add_special_tokens: bool = True) -> dict[str, torch.Tensor]:
+    def encode(self, texts: list[str], *, add_special_tokens: bool = True) -> dict[str, np.ndarray]:
         """Returns the model inputs the model expects, each (B, T) int64."""
-        import torch
-
         encodings = self._tok.encode_batch(texts, add_special_tokens=add_special_tokens)
         columns = {
             "input_ids": [e.ids for e in encodings],
@@ -56,7 +53,7 @@ class TextTokenizer:
             "token_type_ids": [e.type_ids for e in encodings],
         }
         return {
-            name: torch.tensor(columns[name], dtype=torch.int64)
+            name: np.asarray(columns[name], dtype=np.int64)
             for name in self.spec.model_input_names
             if name in columns
         }

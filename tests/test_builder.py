@@ -87,7 +87,7 @@ def test_causal_lm_logits_equal_source_model(tiny_model, tiny_bundle) -> None:
         assert ours["input_ids"].tolist() == hf_ids["input_ids"].tolist()
         with torch.inference_mode():
             expected = reference(**hf_ids).logits
-            got = loaded.model(**ours).logits
+            got = loaded.model(**{k: torch.from_numpy(v) for k, v in ours.items()}).logits
         assert (got - expected).abs().max().item() <= 1e-4
 
 
@@ -113,7 +113,7 @@ def test_model_is_built_without_random_initialisation(tiny_bundle, monkeypatch) 
         monkeypatch.setattr(torch.nn.init, fn, lambda *a, _n=fn, _o=original, **k: (calls.append(_n), _o(*a, **k))[1])
     loaded = load_model(tiny_bundle("roberta"))
     assert calls == []
-    assert set(loaded.phases_ms) == {"read_bundle", "import_transformers", "build_model", "load_weights", "tokenizer"}
+    assert set(loaded.phases_ms) == {"read_bundle", "import_torch", "import_transformers", "build_model", "load_weights", "tokenizer"}
 
 
 def test_fp16_storage_is_upcast_to_fp32_on_cpu(tiny_bundle) -> None:

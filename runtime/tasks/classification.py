@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from runtime.tasks import params as p
 
 
@@ -12,9 +14,8 @@ class ClassificationTask:
 
     def __init__(self, loaded: Any) -> None:
         m = loaded.manifest
-        self.model = loaded.model
+        self.engine = loaded.engine
         self.tokenizer = loaded.tokenizer
-        self.device = loaded.device
         self.labels: list[str] = list(m["labels"])
         multi = m.get("problem_type") == "multi_label_classification" or len(self.labels) == 1
         self.default_function = "sigmoid" if multi else "softmax"
@@ -29,24 +30,24 @@ class ClassificationTask:
             },
         )
 
-    def preprocess(self, inputs: list[str], params: dict[str, Any]) -> dict[str, Any]:
-        return {k: v.to(self.device) for k, v in self.tokenizer.encode(inputs).items()}
+    def preprocess(self, inputs: list[str], params: dict[str, Any]) -> dict[str, np.ndarray]:
+        return self.tokenizer.encode(inputs)
 
-    def forward(self, batch: dict[str, Any], params: dict[str, Any]) -> Any:
-        return self.model(**batch).logits  # (B, num_labels)
+    def forward(self, batch: dict[str, np.ndarray], params: dict[str, Any]) -> np.ndarray:
+        return self.engine.run(batch)  # (B, num_labels) logits
 
-    def postprocess(self, logits: Any, batch: dict[str, Any], params: dict[str, Any]) -> list[list[dict[str, Any]]]:
-        logits = logits.float()
+    def postprocess(self, logits: np.ndarray, batch: dict[str, np.ndarray], params: dict[str, Any]) -> list[list[dict[str, Any]]]:
         fn = params.get("function_to_apply", self.default_function)
         if fn == "softmax":
-            scores = logits.softmax(dim=-1)
+            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            scores = shifted / shifted.sum(axis=-1, keepdims=True)
         elif fn == "sigmoid":
-            scores = logits.sigmoid()
+            scores = 1.0 / (1.0 + np.exp(-logits))
         else:
             scores = logits
         top_k = params.get("top_k", len(self.labels))
         out = []
-        for row in scores.cpu().tolist():
+        for row in scores.tolist():
             ranked = sorted(zip(self.labels, row), key=lambda pair: pair[1], reverse=True)[:top_k]
             out.append([{"label": label, "score": score} for label, score in ranked])
         return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from runtime.tasks import params as p
 
 
@@ -11,9 +13,8 @@ class EmbeddingTask:
     name = "feature-extraction"
 
     def __init__(self, loaded: Any) -> None:
-        self.model = loaded.model
+        self.engine = loaded.engine
         self.tokenizer = loaded.tokenizer
-        self.device = loaded.device
         pooling = loaded.manifest.get("pooling") or {}
         self.pooling_mode: str = pooling.get("mode", "mean")
         self.normalize: bool = bool(pooling.get("normalize", False))
@@ -21,23 +22,20 @@ class EmbeddingTask:
     def check_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
         return p.check(self.name, params, {"normalize": p.boolean})
 
-    def preprocess(self, inputs: list[str], params: dict[str, Any]) -> dict[str, Any]:
-        return {k: v.to(self.device) for k, v in self.tokenizer.encode(inputs).items()}
+    def preprocess(self, inputs: list[str], params: dict[str, Any]) -> dict[str, np.ndarray]:
+        return self.tokenizer.encode(inputs)
 
-    def forward(self, batch: dict[str, Any], params: dict[str, Any]) -> Any:
-        return self.model(**batch).last_hidden_state  # (B, T, H)
+    def forward(self, batch: dict[str, np.ndarray], params: dict[str, Any]) -> np.ndarray:
+        return self.engine.run(batch)  # (B, T, H) last hidden state
 
-    def postprocess(self, hidden: Any, batch: dict[str, Any], params: dict[str, Any]) -> list[list[float]]:
-        import torch
-
-        hidden = hidden.float()
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    def postprocess(self, hidden: np.ndarray, batch: dict[str, np.ndarray], params: dict[str, Any]) -> list[list[float]]:
+        mask = batch["attention_mask"][..., None].astype(hidden.dtype)  # (B, T, 1)
         if self.pooling_mode == "cls":
             emb = hidden[:, 0]
         elif self.pooling_mode == "max":
-            emb = hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+            emb = np.where(mask > 0, hidden, -np.inf).max(axis=1)
         else:  # mean over real tokens, exactly as sentence-transformers' Pooling
-            emb = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        if params.get("normalize", self.normalize):
-            emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-        return emb.cpu().tolist()
+            emb = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        if params.get("normalize", self.normalize):  # as torch.nn.functional.normalize(p=2, eps=1e-12)
+            emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
+        return emb.tolist()

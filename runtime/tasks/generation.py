@@ -91,13 +91,15 @@ class GenerationTask:
         # A rendered chat template already holds the special tokens.
         add_special = not any(isinstance(x, list) for x in inputs)
         batch = self.tokenizer.encode(texts, add_special_tokens=add_special)
-        n = int(batch["attention_mask"].sum(dim=1).max())
+        n = int(batch["attention_mask"].sum(axis=1).max())
         if n >= self.max_input_tokens:
             raise PayloadTooLargeError(
                 f"the prompt has {n} tokens or more; this function accepts fewer than {self.max_input_tokens} "
                 "(set MAX_INPUT_TOKENS or shorten the input)"
             )
-        return {k: v.to(self.device) for k, v in batch.items()}
+        import torch
+
+        return {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
 
     def forward(self, batch: dict[str, Any], params: dict[str, Any]) -> Any:
         from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -130,7 +132,10 @@ class GenerationTask:
         criteria = StoppingCriteriaList([_StopOnStrings()]) if stops else None
         # streamer only supports batch size 1
         streamer = clock if batch["input_ids"].shape[0] == 1 and config.num_beams == 1 else None
-        return self.model.generate(**batch, generation_config=config, stopping_criteria=criteria, streamer=streamer)
+        import torch
+
+        with torch.inference_mode():
+            return self.model.generate(**batch, generation_config=config, stopping_criteria=criteria, streamer=streamer)
 
     def postprocess(self, sequences: Any, batch: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
         prompt_len = 0 if self.is_encoder_decoder else batch["input_ids"].shape[1]
