@@ -242,10 +242,10 @@ def read_bundle(path: str | os.PathLike[str], *, verify_hash: bool = True) -> Bu
         head = f.read(_PREAMBLE.size)
         if size == 0:
             raise BundleCorruptError(f"{path} is empty (0 bytes): the copy or the build did not finish. Rebuild it")
+        if len(head) < _PREAMBLE.size and (MAGIC.startswith(head) or head.startswith(MAGIC)):  # a cut bundle
+            raise BundleCorruptError(f"{path} is truncated: {size} bytes, shorter than the {_PREAMBLE.size}-byte preamble")
         if not head.startswith(MAGIC):
             raise _sniff(path, head)
-        if len(head) < _PREAMBLE.size:
-            raise BundleCorruptError(f"{path} is truncated: {size} bytes, shorter than the {_PREAMBLE.size}-byte preamble")
         _, version, _, header_len = _PREAMBLE.unpack(head)
         if version != FORMAT_VERSION:
             raise BundleVersionError(
@@ -298,23 +298,45 @@ def read_bundle(path: str | os.PathLike[str], *, verify_hash: bool = True) -> Bu
     )
 
 
-def _check_entries(path: Path, header: dict[str, Any], data_bytes: int) -> None:
+def _check_entries(path: Path, header: Any, data_bytes: int) -> None:
+    """Every offset and size must be a non-negative int inside the data section, before any is used."""
+
     def bad(why: str) -> BundleCorruptError:
         return BundleCorruptError(f"{path} has a corrupt header: {why}; rebuild the bundle")
 
-    for name, e in header.get("tensors", {}).items():
+    def span(kind: str, name: str, e: Any) -> tuple[int, int]:
+        if not isinstance(e, dict):
+            raise bad(f"{kind} {name!r} is not an object")
+        offset, nbytes = e.get("offset"), e.get("nbytes")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (offset, nbytes)):
+            raise bad(f"{kind} {name!r} has offset {offset!r} and size {nbytes!r}; both must be non-negative integers")
+        if offset + nbytes > data_bytes:
+            raise bad(f"{kind} {name!r} lies outside the data section")
+        return offset, nbytes
+
+    if not isinstance(header.get("manifest"), dict):
+        raise bad("it has no manifest object")
+    tensors, files, aliases = header.get("tensors"), header.get("files"), header.get("aliases")
+    if not all(isinstance(x, dict) for x in (tensors, files, aliases)):
+        raise bad("tensors, files and aliases must be objects")
+    for name, e in tensors.items():
+        offset, nbytes = span("tensor", name, e)
         if e.get("dtype") not in DTYPES:
             raise bad(f"tensor {name!r} has unknown dtype {e.get('dtype')!r}")
+        shape = e.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise bad(f"tensor {name!r} has shape {shape!r}; it must be a list of non-negative integers")
         numel = 1
-        for d in e["shape"]:
-            numel *= int(d)
-        if numel * DTYPES[e["dtype"]][1] != e["nbytes"]:
-            raise bad(f"tensor {name!r} shape {e['shape']} does not match its {e['nbytes']} bytes")
-        if e["offset"] % ALIGN or e["offset"] + e["nbytes"] > data_bytes:
+        for d in shape:
+            numel *= d
+        if numel * DTYPES[e["dtype"]][1] != nbytes:
+            raise bad(f"tensor {name!r} shape {shape} does not match its {nbytes} bytes")
+        if offset % ALIGN:
             raise bad(f"tensor {name!r} lies outside the data section")
-    for name, e in header.get("files", {}).items():
-        if e["offset"] < 0 or e["offset"] + e["nbytes"] > data_bytes:
-            raise bad(f"file {name!r} lies outside the data section")
-    for name, target in header.get("aliases", {}).items():
-        if target not in header.get("tensors", {}):
+    for name, e in files.items():
+        span("file", name, e)
+    for name, target in aliases.items():
+        if name in tensors:
+            raise bad(f"alias {name!r} has the name of a stored tensor")
+        if target not in tensors:
             raise bad(f"alias {name!r} points at missing tensor {target!r}")
