@@ -1,0 +1,1 @@
+"""Fake Lambda handler modules, each named for the behaviour it triggers (cog's habit)."""
