@@ -206,6 +206,33 @@ def build_bundle(
     )
 
 
+def _decode_cleans_up(tokenizer: Any) -> bool:
+    """Whether tokenizer.decode applies transformers' clean_up_tokenization on top of the tokenizers decode.
+
+    Found by decoding a probe, not by reading flags: transformers skips the clean-up for BPE models and some tokenizer
+    classes decode their own way. Raises SourceError when neither matches (the runtime could not reproduce the text).
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # the tokenizers object saved as tokenizer.json
+    if backend is None:
+        return bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+    probe = "Hello , world . Is n't it ? Yes ! I 'm sure it 's 're 've ' x"
+    ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    raw = backend.decode(ids, skip_special_tokens=True)
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if text == raw:
+        return False
+    cleaned = raw
+    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        cleaned = cleaned.replace(before, after)
+    if text == cleaned:
+        return True
+    raise SourceError(
+        f"{type(tokenizer).__name__}.decode gives {text!r} where the bundled tokenizer gives {raw!r}: this tokenizer "
+        "decodes in its own way, which the runtime cannot reproduce"
+    )
+
+
 def _manifest(
     source: Source, model: Any, tokenizer: Any, config: dict[str, Any], golden: list[dict[str, Any]],
     max_length: int, dtype: str, name: str | None, multi_label: bool,
@@ -242,13 +269,23 @@ def _manifest(
         manifest["labels"] = [id2label.get(i, f"LABEL_{i}") for i in range(model.config.num_labels)]
         manifest["problem_type"] = "multi_label_classification" if multi_label else (config.get("problem_type") or "single_label_classification")
     if generation:
-        specials = {k: getattr(tokenizer, k, None) for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+        # what chat templates see as bos_token, eos_token, ... (transformers passes tokenizer.special_tokens_map)
+        specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, (str, list))}
+        template = getattr(tokenizer, "chat_template", None)
+        if isinstance(template, dict):  # named templates ("default", "tool_use", ...): chat requests use the default
+            template = template.get("default")
+        gen_config = json.loads(model.generation_config.to_json_string(use_diff=True))
+        for key in ("transformers_version", "_from_model_config", *_VOLATILE_KEYS):
+            gen_config.pop(key, None)
         manifest["generation"] = {
             "is_encoder_decoder": source.is_encoder_decoder,
             "eos_token_id": model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id,
             "pad_token_id": pad_id,
             "default_max_new_tokens": 32,
-            "chat_template": getattr(tokenizer, "chat_template", None),
-            "special_tokens": {k: v for k, v in specials.items() if isinstance(v, str)},
+            # the source's generation defaults (decoder_start_token_id, forced_bos_token_id, no_repeat_ngram_size, ...)
+            "generation_config": gen_config,
+            "clean_up_tokenization_spaces": _decode_cleans_up(tokenizer),
+            "chat_template": template,
+            "special_tokens": specials,
         }
     return manifest

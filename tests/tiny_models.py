@@ -18,6 +18,7 @@ CORPUS = [
     "great product, terrible delivery, average price",
 ] * 20
 LABELS = ["negative", "neutral", "positive"]
+SEQ2SEQ_KINDS = ("t5", "bart")
 SMALL = dict(hidden_size=32, num_attention_heads=2, intermediate_size=37)
 
 
@@ -64,10 +65,28 @@ def _bpe_tokenizer(folder: Path, *, roberta: bool):
     )
 
 
+def _unigram_tokenizer(folder: Path):
+    """T5-style: a SentencePiece-like Unigram model, <pad>=0 </s>=1 <unk>=2, "</s>" appended to every input."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    specials = ["<pad>", "</s>", "<unk>"]
+    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=200, special_tokens=specials, unk_token="<unk>"))
+    eos = tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", model_max_length=64,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
 def make_tiny_model(
     folder: Path, kind: str, *, task: str = "text-classification", multi_label: bool = False, seed: int = 0
 ) -> Path:
-    """Write a tiny random model of `kind` (bert, distilbert, roberta, llama) for `task` into `folder`."""
+    """Write a tiny random model of `kind` (bert, distilbert, roberta, llama; seq2seq t5, bart) for `task` into `folder`."""
     import torch
     import transformers as tf
 
@@ -78,8 +97,10 @@ def make_tiny_model(
         labels["problem_type"] = "multi_label_classification"
     if kind in ("bert", "distilbert"):
         tokenizer = _wordpiece_tokenizer(folder)
-    else:
-        tokenizer = _bpe_tokenizer(folder, roberta=kind == "roberta")
+    elif kind == "t5":
+        tokenizer = _unigram_tokenizer(folder)
+    else:  # BART shares RoBERTa's byte-level BPE: <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4
+        tokenizer = _bpe_tokenizer(folder, roberta=kind in ("roberta", "bart"))
     vocab = len(tokenizer)
     if kind == "bert":
         config = tf.BertConfig(vocab_size=vocab, num_hidden_layers=2, max_position_embeddings=64, **SMALL, **labels)
@@ -96,15 +117,42 @@ def make_tiny_model(
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
             **SMALL, **labels,
         )
+    elif kind == "t5":
+        # the decoder starts from <pad>, as in T5
+        config = tf.T5Config(
+            vocab_size=vocab, d_model=32, d_kv=16, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=2,
+            relative_attention_num_buckets=8, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+        )
+    elif kind == "bart":
+        # the decoder starts from </s> and the first generated token is forced to <s>, as in facebook/bart-*
+        config = tf.BartConfig(
+            vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+            decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=64,
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.eos_token_id, **labels,
+        )
     else:
         raise ValueError(f"unknown tiny model kind {kind!r}")
+    seq2seq = kind in SEQ2SEQ_KINDS and task == "text-generation"
     auto = {
         "text-classification": tf.AutoModelForSequenceClassification,
         "feature-extraction": tf.AutoModel,
         "text-generation": tf.AutoModelForCausalLM,
-    }[task]
+    }[task] if not seq2seq else tf.AutoModelForSeq2SeqLM
     model = auto.from_config(config)
     model.eval()
+    if seq2seq:
+        # with the default init, a tiny random seq2seq model decodes the same tokens whatever its input
+        torch.manual_seed(seed + 1)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.normal_(0.0, 1.0)
+    if kind == "bart" and seq2seq:
+        # generation defaults that live in generation_config.json, not config.json: the bundle must keep them
+        model.generation_config.forced_bos_token_id = tokenizer.bos_token_id
+        model.generation_config.forced_eos_token_id = tokenizer.eos_token_id
+        model.generation_config.no_repeat_ngram_size = 2
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -1,30 +1,54 @@
-"""text-generation: causal and encoder-decoder models through `model.generate`, with time to first token."""
+"""text-generation: causal and encoder-decoder models through `model.generate`, with time to first token.
+
+Parameters a request leaves out take the model's own generation_config (stored in the bundle at build time, so
+`decoder_start_token_id`, `forced_bos_token_id`, `no_repeat_ngram_size`, `num_beams`... are those of the source),
+except `do_sample`, which defaults to false: greedy, reproducible answers unless sampling is asked for. `stop` strings
+end a sequence when its new text contains one; the answer is cut just before the first stop string.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from runtime.errors import InvalidInputError, PayloadTooLargeError
+from runtime.errors import InvalidInputError, InvalidParametersError, PayloadTooLargeError
 from runtime.tasks import params as p
+from runtime.tasks.chat import ChatTemplate
+
+# generation_config keys that say where the config came from, not how to generate
+_VOLATILE = ("transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash")
+_SAMPLING = ("temperature", "top_p", "top_k")
 
 
 class _FirstTokenClock:
-    """A generate() streamer that only notes when the first new token arrives."""
+    """A stopping criterion that never stops: generate() calls it right after each step's tokens are chosen, for every
+    decoding strategy and batch size, so its first call marks the first new token (prefill included)."""
 
-    def __init__(self, is_encoder_decoder: bool) -> None:
-        # generate() first puts the prompt (decoder-only) or the decoder start token (seq2seq); the next put is the
-        # first generated token.
-        self._puts = 0
+    def __init__(self) -> None:
         self.first_token_ns: int | None = None
 
-    def put(self, value: Any) -> None:
-        self._puts += 1
-        if self._puts == 2 and self.first_token_ns is None:
-            self.first_token_ns = time.perf_counter_ns()
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
 
-    def end(self) -> None:
-        pass
+        if self.first_token_ns is None:
+            if input_ids.is_cuda:  # kernels run asynchronously: the token exists once the stream got there
+                torch.cuda.synchronize(input_ids.device)
+            self.first_token_ns = time.perf_counter_ns()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+class _StopOnStrings:
+    """Marks a row finished once its new text contains one of the stop strings."""
+
+    def __init__(self, stops: list[str], start: int, decode: Any) -> None:
+        self.stops, self.start, self.decode = stops, start, decode
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        rows = input_ids[:, self.start :].tolist()  # (rows, new tokens so far); rows = batch x beams
+        done = [any(s in self.decode(row) for s in self.stops) for row in rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class GenerationTask:
@@ -37,13 +61,27 @@ class GenerationTask:
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.is_encoder_decoder: bool = bool(gen.get("is_encoder_decoder", False))
-        self.eos_token_id = gen.get("eos_token_id")
-        self.pad_token_id = gen.get("pad_token_id")
-        self.default_max_new_tokens = min(int(gen.get("default_max_new_tokens", 32)), max_new_tokens_limit)
+        base = {k: v for k, v in (gen.get("generation_config") or {}).items() if k not in _VOLATILE}
+        base.setdefault("eos_token_id", gen.get("eos_token_id"))
+        base.setdefault("pad_token_id", gen.get("pad_token_id"))
+        # transformers' own stop_strings need its tokenizer object: the model's default stops become ours
+        stops = base.pop("stop_strings", None) or []
+        self.default_stop: list[str] = [stops] if isinstance(stops, str) else list(stops)
+        self._base_config = base
+        self.eos_token_ids: set[int] = set(_ids(base["eos_token_id"]))
+        self.max_length = int(m["max_length"])
+        # encoder-decoder models with learned decoder positions (BART) cannot decode past them
+        positions = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
         self.max_new_tokens_limit = max_new_tokens_limit
-        self.max_input_tokens = max_input_tokens or loaded.tokenizer.spec.max_length
-        self.chat_template: str | None = gen.get("chat_template")
-        self.special_tokens: dict[str, str] = gen.get("special_tokens", {})
+        self.max_new_tokens_why = "MAX_NEW_TOKENS"
+        if self.is_encoder_decoder and isinstance(positions, int) and positions - 1 < max_new_tokens_limit:
+            self.max_new_tokens_limit, self.max_new_tokens_why = positions - 1, f"the decoder's {positions} positions"
+        self.default_max_new_tokens = min(int(gen.get("default_max_new_tokens", 32)), self.max_new_tokens_limit)
+        # a prompt the tokenizer truncated at max_length may have been longer: max_length itself is never accepted
+        self.max_input_tokens = min(max_input_tokens or self.max_length, self.max_length - 1)
+        self.cleanup_spaces: bool = bool(gen.get("clean_up_tokenization_spaces", False))
+        template = gen.get("chat_template")
+        self.chat = ChatTemplate(template, gen.get("special_tokens", {})) if template else None
         self.last_clock: _FirstTokenClock | None = None
 
     def check_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +89,7 @@ class GenerationTask:
             self.name,
             params,
             {
-                "max_new_tokens": p.integer(1, self.max_new_tokens_limit),
+                "max_new_tokens": self._max_new_tokens,
                 "do_sample": p.boolean,
                 "temperature": p.number(0.0, 100.0, lo_open=True),
                 "top_p": p.number(0.0, 1.0, lo_open=True),
@@ -63,100 +101,151 @@ class GenerationTask:
             },
         )
         out.setdefault("max_new_tokens", self.default_max_new_tokens)
+        if self.default_stop and "stop" not in out:
+            out["stop"] = self.default_stop
         return out
 
+    def _max_new_tokens(self, name: str, value: Any) -> int:
+        hi = self.max_new_tokens_limit
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+            raise InvalidParametersError(
+                f"parameter {name!r} must be an integer between 1 and {hi} ({self.max_new_tokens_why}), got {value!r}"
+            )
+        return value
+
     def render_chat(self, messages: list[dict[str, str]]) -> str:
-        """Apply the bundled chat template (Jinja, sandboxed) with a generation prompt, as transformers does."""
-        if not self.chat_template:
+        """The prompt text of a chat: the bundled chat template with a generation prompt, as transformers renders it."""
+        if self.chat is None:
             raise InvalidInputError(
                 "chat-style inputs need a chat template, and this model's bundle has none; send plain text inputs"
             )
-        from jinja2.exceptions import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        def raise_exception(message: str) -> None:
-            raise TemplateError(message)
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        try:
-            return env.from_string(self.chat_template).render(
-                messages=messages, add_generation_prompt=True, **self.special_tokens
-            )
-        except TemplateError as e:
-            raise InvalidInputError(f"the chat messages do not fit the model's chat template: {e}") from None
+        return self.chat.render(messages)
 
     def preprocess(self, inputs: list[Any], params: dict[str, Any]) -> dict[str, Any]:
-        texts = [self.render_chat(x) if isinstance(x, list) else x for x in inputs]
-        # A rendered chat template already holds the special tokens.
-        add_special = not any(isinstance(x, list) for x in inputs)
-        batch = self.tokenizer.encode(texts, add_special_tokens=add_special)
-        n = int(batch["attention_mask"].sum(axis=1).max())
-        if n >= self.max_input_tokens:
-            raise PayloadTooLargeError(
-                f"the prompt has {n} tokens or more; this function accepts fewer than {self.max_input_tokens} "
-                "(set MAX_INPUT_TOKENS or shorten the input)"
-            )
+        import numpy as np
         import torch
 
-        return {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        prompts = []
+        which = "the prompt" if len(inputs) == 1 else "a prompt"
+        for x in inputs:
+            # A rendered chat already holds its special tokens (transformers encodes it with add_special_tokens=False).
+            text, add_special = (self.render_chat(x), False) if isinstance(x, list) else (x, True)
+            ids = self.tokenizer.encode([text], add_special_tokens=add_special)["input_ids"][0].tolist()
+            self._check_length(which, len(ids), params["max_new_tokens"])
+            prompts.append(ids)
+        # one (B, T) batch, padded on the tokenizer's side (left for decoder-only models: generate continues the end)
+        width = max(len(ids) for ids in prompts)
+        pad = self.tokenizer.spec.pad_id if self.tokenizer.spec.pad_id is not None else 0
+        input_ids = np.full((len(prompts), width), pad, dtype=np.int64)
+        mask = np.zeros((len(prompts), width), dtype=np.int64)
+        for row, ids in enumerate(prompts):
+            cols = slice(width - len(ids), width) if self.tokenizer.spec.padding_side == "left" else slice(0, len(ids))
+            input_ids[row, cols], mask[row, cols] = ids, 1
+        return {
+            "input_ids": torch.from_numpy(input_ids).to(self.device),
+            "attention_mask": torch.from_numpy(mask).to(self.device),
+            "prompt_lengths": [len(ids) for ids in prompts],
+        }
+
+    def _check_length(self, which: str, n: int, max_new_tokens: int) -> None:
+        if n > self.max_input_tokens:
+            got = f"{n}" if n < self.max_length else f"{n} or more"
+            limit = self.max_input_tokens
+            raise PayloadTooLargeError(f"{which} has {got} tokens; the limit is {limit} (MAX_INPUT_TOKENS)")
+        if not self.is_encoder_decoder and n + max_new_tokens > self.max_length:
+            raise PayloadTooLargeError(
+                f"{which} has {n} tokens and max_new_tokens is {max_new_tokens}: {n + max_new_tokens} positions, more "
+                f"than the model's {self.max_length}; shorten the prompt or lower max_new_tokens"
+            )
+
+    def generation_config(self, params: dict[str, Any]) -> Any:
+        """The model's stored generation_config with this request's parameters on top."""
+        from transformers import GenerationConfig
+
+        settings = {**self._base_config, "max_new_tokens": params["max_new_tokens"]}
+        settings["do_sample"] = params.get("do_sample", False)
+        for name in ("repetition_penalty", "num_beams", *_SAMPLING):
+            if name in params:
+                settings[name] = params[name]
+        if not settings["do_sample"]:
+            for name in _SAMPLING:  # greedy: sampling knobs have no effect (and transformers warns about them)
+                settings.pop(name, None)
+        settings.pop("max_length", None)  # max_new_tokens decides
+        return GenerationConfig(**settings)
 
     def forward(self, batch: dict[str, Any], params: dict[str, Any]) -> Any:
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+        from transformers import StoppingCriteriaList
 
-        sampling = params.get("do_sample", False)
-        config = GenerationConfig(
-            max_new_tokens=params["max_new_tokens"],
-            do_sample=sampling,
-            temperature=params.get("temperature", 1.0) if sampling else None,
-            top_p=params.get("top_p", 1.0) if sampling else None,
-            top_k=params.get("top_k", 50) if sampling else None,
-            repetition_penalty=params.get("repetition_penalty", 1.0),
-            num_beams=params.get("num_beams", 1),
-            eos_token_id=self.eos_token_id,
-            pad_token_id=self.pad_token_id,
-        )
-        stops = params.get("stop") or []
-        prompt_len = 0 if self.is_encoder_decoder else batch["input_ids"].shape[1]
-        tokenizer = self.tokenizer
-
-        class _StopOnStrings(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:
-                import torch
-
-                done = [any(s in tokenizer.decode(row[prompt_len:].tolist()) for s in stops) for row in input_ids]
-                return torch.tensor(done, device=input_ids.device)
-
-        clock = _FirstTokenClock(self.is_encoder_decoder)
+        config = self.generation_config(params)
+        clock = _FirstTokenClock()
         self.last_clock = clock
-        criteria = StoppingCriteriaList([_StopOnStrings()]) if stops else None
-        # streamer only supports batch size 1
-        streamer = clock if batch["input_ids"].shape[0] == 1 and config.num_beams == 1 else None
+        criteria = [clock]
+        if params.get("stop"):
+            criteria.append(_StopOnStrings(params["stop"], self._new_tokens_start(batch), self._decode))
         import torch
 
         with torch.inference_mode():
-            return self.model.generate(**batch, generation_config=config, stopping_criteria=criteria, streamer=streamer)
+            return self.model.generate(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=config,
+                stopping_criteria=StoppingCriteriaList(criteria),
+            )
+
+    def _new_tokens_start(self, batch: dict[str, Any]) -> int:
+        # decoder-only: the output repeats the (padded) prompt; encoder-decoder: it starts with decoder_start_token_id
+        return 1 if self.is_encoder_decoder else batch["input_ids"].shape[1]
 
     def postprocess(self, sequences: Any, batch: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
-        prompt_len = 0 if self.is_encoder_decoder else batch["input_ids"].shape[1]
+        start = self._new_tokens_start(batch)
+        stops = params.get("stop") or []
         out = []
-        for row, prompt in zip(sequences.cpu().tolist(), batch["input_ids"].cpu().tolist()):
-            new = row[prompt_len:]
-            text = self.tokenizer.decode(new)
-            for s in params.get("stop") or []:
+        prompts = batch["input_ids"].cpu().tolist()
+        for row, prompt_len, prompt in zip(sequences.cpu().tolist(), batch["prompt_lengths"], prompts):
+            new = row[start:]
+            n = self._generated_count(new, stops)
+            text = self._decode(new[:n])
+            for s in stops:
                 cut = text.find(s)
                 if cut >= 0:
                     text = text[:cut]
             if params.get("return_full_text") and not self.is_encoder_decoder:
-                text = self.tokenizer.decode(prompt) + text
-            n_new = sum(1 for t in new if t != self.pad_token_id)
-            out.append({"generated_text": text, "generated_tokens": n_new})
+                left = self.tokenizer.spec.padding_side == "left"
+                text = self._decode(prompt[len(prompt) - prompt_len :] if left else prompt[:prompt_len]) + text
+            out.append({"generated_text": text, "generated_tokens": n})
         return out
+
+    def _generated_count(self, new: list[int], stops: list[str]) -> int:
+        """Tokens the model produced for one sequence: up to its first eos (included) or the token that completed a
+        stop string; what follows is padding generate() adds once a sequence is done (pad may equal eos: SmolLM2)."""
+        n = next((i + 1 for i, t in enumerate(new) if t in self.eos_token_ids), len(new))
+        if stops:
+            n = next((k for k in range(1, n + 1) if any(s in self._decode(new[:k]) for s in stops)), n)
+        return n
+
+    def _decode(self, ids: list[int]) -> str:
+        """Like transformers' tokenizer.decode(ids, skip_special_tokens=True) with the source tokenizer's clean-up."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return _clean_up_tokenization(text) if self.cleanup_spaces else text
+
+
+def _ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def _clean_up_tokenization(text: str) -> str:
+    """transformers' PreTrainedTokenizerBase.clean_up_tokenization (spaces before punctuation and contractions)."""
+    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        text = text.replace(before, after)
+    return text
 
 
 def _stop_list(name: str, value: Any) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value) or len(value) > 8:
-        raise p.InvalidParametersError(f"parameter {name!r} must be a string or a list of up to 8 non-empty strings, got {value!r}")
+        raise InvalidParametersError(
+            f"parameter {name!r} must be a string or a list of up to 8 non-empty strings, got {value!r}"
+        )
     return value

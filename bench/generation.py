@@ -1,0 +1,150 @@
+"""Generation speed: this project's predictor on a bundle vs plain `model.generate` on the source folder.
+
+Same settings (greedy, one prompt, `max_new_tokens`), same process, same torch threads, measured alternately (ours,
+then the peer, `repeats` times) after one warm-up of each, so that neither side gets a quieter machine. Reported per
+side, as medians:
+
+    time_to_first_token_ms   generate() called -> first new token chosen (prefill + one step)
+    tokens_per_s             new tokens / the whole generate() call (what the handler reports as tokens_per_s)
+    decode_tokens_per_s      (new tokens - 1) / the time after the first token
+
+Run: python -m bench.generation --bundle B --source FOLDER [--prompt TEXT | --chat TEXT] [--max-new-tokens N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+
+class _FirstTokenStreamer:
+    """The peer's clock: a transformers streamer; generate() first puts the prompt (or decoder start), then tokens."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+        self.first_token_ns: int | None = None
+
+    def put(self, value: Any) -> None:
+        self.puts += 1
+        if self.puts == 2:
+            self.first_token_ns = time.perf_counter_ns()
+
+    def end(self) -> None:
+        pass
+
+
+def bench_generation(
+    bundle_path: str | Path, source_folder: str | Path, prompt: str | list[dict[str, str]], max_new_tokens: int,
+    *, repeats: int = 5, threads: int | None = None,
+) -> dict[str, Any]:
+    """Time to first token and tokens/s of our predictor and of `model.generate` on the source, greedy.
+
+    Args:
+        bundle_path: a text-generation bundle built from `source_folder`.
+        source_folder: the save_pretrained folder the bundle was built from (for GGUF: the converted folder).
+        prompt: a text, or a chat ([{"role", "content"}, ...]) rendered with the chat template on both sides.
+        max_new_tokens: new tokens per run (fewer when the model ends with eos first; both sides stop alike).
+        repeats: timed runs per side, after one warm-up each.
+        threads: torch intra-op threads for both sides; default torch's current setting.
+
+    Returns:
+        {"ours": {...}, "peer": {...}, "same_text": bool, "ratio_tokens_per_s": ours/peer, "threads", "settings"}.
+    """
+    import torch
+    import transformers
+
+    from runtime.loader import load_model
+    from runtime.predictor import Predictor
+    from runtime.settings import Settings
+    from runtime.tasks import make_task
+    from runtime.timing import StageTimer
+
+    threads = threads or torch.get_num_threads()
+    settings = Settings(model_bundle=str(bundle_path), device="cpu", canary=False, num_threads=threads)
+    loaded = load_model(bundle_path, device="cpu", threads=threads)
+    predictor = Predictor(loaded=loaded, task=make_task(loaded, settings), settings=settings, threads=threads)
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(source_folder))
+    config = transformers.AutoConfig.from_pretrained(str(source_folder))
+    auto = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModelForCausalLM
+    model = auto.from_pretrained(str(source_folder), dtype=torch.float32).eval()
+    if isinstance(prompt, list):
+        enc = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    else:
+        enc = tokenizer(prompt, return_tensors="pt")
+    start = 1 if config.is_encoder_decoder else enc["input_ids"].shape[1]
+    params = {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1}
+
+    def ours() -> dict[str, Any]:
+        timer = StageTimer()
+        outputs, extra = predictor.predict([prompt], dict(params), timer)
+        total_ms = timer.stages_ns["inference"] / 1e6
+        return _row(extra["generated_tokens"], extra["time_to_first_token_ms"], total_ms, outputs[0]["generated_text"])
+
+    def peer() -> dict[str, Any]:
+        clock = _FirstTokenStreamer()
+        t0 = time.perf_counter_ns()
+        with torch.inference_mode():
+            out = model.generate(**enc, **params, streamer=clock)
+        total_ms = (time.perf_counter_ns() - t0) / 1e6
+        text = tokenizer.decode(out[0, start:], skip_special_tokens=True)
+        return _row(out.shape[1] - start, (clock.first_token_ns - t0) / 1e6, total_ms, text)
+
+    ours(), peer()  # warm-up: first-call allocations, lazy imports
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
+    for _ in range(repeats):
+        runs["ours"].append(ours())
+        runs["peer"].append(peer())
+    result: dict[str, Any] = {side: _median(rows) for side, rows in runs.items()}
+    result["same_text"] = all(r["text"] == runs["peer"][0]["text"] for r in runs["ours"] + runs["peer"])
+    result["ratio_tokens_per_s"] = round(result["ours"]["tokens_per_s"] / result["peer"]["tokens_per_s"], 3)
+    result["threads"] = threads
+    result["settings"] = {**params, "prompt_tokens": int(enc["input_ids"].shape[1]), "repeats": repeats}
+    return result
+
+
+def _row(tokens: int, ttft_ms: float, total_ms: float, text: str) -> dict[str, Any]:
+    decode_s = (total_ms - ttft_ms) / 1e3
+    return {
+        "generated_tokens": int(tokens),
+        "time_to_first_token_ms": ttft_ms,
+        "total_ms": total_ms,
+        "tokens_per_s": tokens / (total_ms / 1e3),
+        "decode_tokens_per_s": (tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else None,
+        "text": text,
+    }
+
+
+def _median(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"generated_tokens": rows[0]["generated_tokens"], "text": rows[0]["text"]}
+    for key in ("time_to_first_token_ms", "total_ms", "tokens_per_s", "decode_tokens_per_s"):
+        values = [r[key] for r in rows if r[key] is not None]
+        out[key] = round(statistics.median(values), 3) if values else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.generation", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--source", required=True, help="the folder the bundle was built from")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--prompt", default="The capital of France is")
+    group.add_argument("--chat", help="one user message, rendered with the chat template")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args(argv)
+    prompt: Any = [{"role": "user", "content": args.chat}] if args.chat else args.prompt
+    result = bench_generation(
+        args.bundle, args.source, prompt, args.max_new_tokens, repeats=args.repeats, threads=args.threads
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
