@@ -1,4 +1,7 @@
-"""Prove a bundle: check its integrity with the runtime reader, rebuild the model, replay every golden example."""
+"""Prove a bundle: check its integrity with the runtime reader, rebuild the model, replay every golden example.
+
+A bundle with an ONNX graph is proved on both engines (torch and onnxruntime): ENGINE can pick either at run time.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +16,42 @@ from runtime.golden import GoldenCheck
 class VerifyReport:
     sha256: str
     examples: int
-    check: GoldenCheck
+    check: GoldenCheck  # the bundle's default engine
+    engines: dict[str, GoldenCheck]  # every engine that can serve the bundle -> its check
+
+    def describe(self) -> str:
+        """"torch min_cosine=... (limit ...); onnxruntime min_cosine=... (limit ...)"."""
+        return "; ".join(f"{name} {check.describe()}" for name, check in self.engines.items())
 
 
 def verify_bundle(path: str | os.PathLike[str]) -> VerifyReport:
-    """Raises BundleError (integrity) or VerifyError (golden examples drifted); returns the largest difference."""
+    """Replay the golden examples on every engine the bundle supports.
+
+    Raises:
+        BundleError: integrity (the file) or EngineError (an engine cannot load it).
+        VerifyError: an engine's outputs drifted from the golden examples; the message names the engine.
+    """
+    from runtime.bundle import read_bundle
+    from runtime.loader import ONNX_FILE
+
+    bundle = read_bundle(path)
+    names = ["torch", "onnxruntime"] if bundle.has_file(ONNX_FILE) else ["torch"]
+    engines = {name: _check(path, name) for name in names}
+    for name, check in engines.items():
+        if not check.ok:
+            raise VerifyError(f"{path}: golden examples drifted on the {name} engine: {check.describe()}")
+    default = bundle.manifest.get("engine", "torch")
+    examples = len(bundle.manifest["golden"])
+    return VerifyReport(sha256=bundle.sha256, examples=examples, check=engines[default], engines=engines)
+
+
+def _check(path: str | os.PathLike[str], engine: str) -> GoldenCheck:
     from runtime.loader import load_model
     from runtime.predictor import Predictor
     from runtime.settings import Settings
     from runtime.tasks import make_task
 
-    settings = Settings(model_bundle=str(path), device="cpu")
-    loaded = load_model(path, device="cpu")
+    settings = Settings(model_bundle=str(path), device="cpu", engine=engine)
+    loaded = load_model(path, device="cpu", engine=engine, verify_hash=False)  # hashed once, by the caller
     predictor = Predictor(loaded=loaded, task=make_task(loaded, settings), settings=settings, threads=0)
-    check = predictor.check_golden()
-    if not check.ok:
-        raise VerifyError(f"{path}: golden examples drifted: {check.describe()}")
-    return VerifyReport(sha256=loaded.bundle.sha256, examples=len(loaded.manifest["golden"]), check=check)
+    return predictor.check_golden()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.bundle import Bundle, read_bundle
-from runtime.engines import choose_engine
+from runtime.engines import EngineError, choose_engine
 from runtime.tokenizer import TextTokenizer, TokenizerSpec
 
 ONNX_FILE = "model.onnx"
@@ -64,7 +64,7 @@ def load_model(
 
     Args:
         path: the bundle file.
-        device: "cpu" or "cuda[:N]".
+        device: "cpu", "cuda[:N]" or "auto" (cuda when a GPU is visible; always cpu for the onnxruntime engine).
         cuda_dtype: compute dtype on CUDA ("float16", "bfloat16" or "float32"); ignored on a CPU.
         verify_hash: check the content hash (see read_bundle).
         engine: "auto" (the bundle's own), "torch" or "onnxruntime".
@@ -75,7 +75,8 @@ def load_model(
         "import_transformers", "build_model", "load_weights") and "tokenizer".
 
     Raises:
-        BundleError subclasses when the file is unusable or the engine cannot serve it.
+        BundleError subclasses when the file is unusable or the engine cannot serve it (EngineError: the engine
+        cannot serve the bundle or the device).
     """
     phases: dict[str, float] = {}
 
@@ -94,13 +95,29 @@ def load_model(
     if name == "onnxruntime":
         from runtime.engines.onnx_engine import build_onnx_engine
 
-        dtype = "float32"
+        if device not in ("auto", "cpu"):
+            raise EngineError(
+                f"ENGINE=onnxruntime runs on the CPU, but DEVICE={device!r}; set DEVICE=cpu (or auto), or ENGINE=torch"
+            )
+        device, dtype = "cpu", "float32"
         built = build_onnx_engine(bundle, threads=threads, phase=phase)
     else:
         from runtime.engines.torch_engine import build_torch_engine
 
+        device = resolve_device(device)
         dtype = compute_dtype(m["dtype"], device, cuda_dtype)
         built = build_torch_engine(bundle, device=device, dtype=dtype, threads=threads, phase=phase)
     with phase("tokenizer"):
         tokenizer = TextTokenizer(bundle.read_file("tokenizer.json"), TokenizerSpec.from_manifest(m["tokenizer"]))
     return LoadedModel(bundle=bundle, engine=built, tokenizer=tokenizer, device=device, dtype=dtype, phases_ms=phases)
+
+
+def resolve_device(requested: str) -> str:
+    """DEVICE=auto -> cuda when a GPU is visible (torch is imported only to ask), else cpu."""
+    if requested != "auto":
+        return requested
+    if not os.path.exists("/dev/nvidia0") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -43,7 +43,7 @@ class Predictor:
         threads = settings.num_threads or usable_cpus()
         loaded = load_model(
             settings.model_bundle,
-            device=_device(settings.device),
+            device=settings.device,  # auto is resolved once the engine is known: ORT never asks torch
             cuda_dtype=settings.cuda_dtype,
             verify_hash=settings.verify_bundle_hash,
             engine=settings.engine,
@@ -114,13 +114,3 @@ class Predictor:
         m = self.loaded.manifest
         return {"name": m["name"], "task": m["task"], "sha256": self.loaded.bundle.sha256, "engine": self.loaded.engine.name}
 
-
-def _device(requested: str) -> str:
-    """DEVICE=auto -> cuda when a GPU is visible (torch is imported only to ask), else cpu."""
-    if requested != "auto":
-        return requested
-    if not os.path.exists("/dev/nvidia0") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -52,12 +52,18 @@ def build_torch_engine(
         import transformers
         from transformers.initialization import no_init_weights
     with phase("build_model"):
-        config = transformers.AutoConfig.for_model(**json.loads(bundle.read_file("config.json")))
         auto = m["auto_class"]
         if auto not in AUTO_CLASSES:
             raise BundleCorruptError(f"{bundle.path} names model class {auto!r}; this runtime builds {AUTO_CLASSES}")
+        values = json.loads(bundle.read_file("config.json"))
+        cls = _model_class(values.get("model_type", ""), m.get("architecture", ""))
         with no_init_weights():
-            model = getattr(transformers, auto).from_config(config, dtype=getattr(torch, dtype))
+            if cls is not None:  # the class Auto*.from_config would pick, without the Auto mappings
+                config = cls.config_class(**_without(values, "model_type"))
+                model = cls._from_config(config, dtype=getattr(torch, dtype))
+            else:
+                config = transformers.AutoConfig.for_model(**values)
+                model = getattr(transformers, auto).from_config(config, dtype=getattr(torch, dtype))
     with phase("load_weights"):
         target = getattr(torch, dtype)
         tensors = {k: (v.to(target) if v.is_floating_point() and v.dtype != target else v) for k, v in bundle.tensors().items()}
@@ -70,3 +76,28 @@ def build_torch_engine(
         if device != "cpu":
             model.to(device)
     return TorchEngine(model, device, OUTPUTS[m["task"]])
+
+
+def _model_class(model_type: str, architecture: str) -> Any:
+    """The class the builder used (manifest["architecture"]) from its own modeling module, or None to use Auto*.
+
+    Importing `transformers.models.<type>.modeling_<type>` directly skips building the Auto mappings (~0.1 s of
+    CPU at init). Only a class whose config class is the config.json's own model_type is taken, so the model and
+    config built are exactly those Auto*.from_config would build.
+    """
+    import importlib
+
+    module_name = model_type.replace("-", "_")
+    if not module_name.isidentifier() or not architecture.isidentifier():
+        return None
+    try:
+        module = importlib.import_module(f"transformers.models.{module_name}.modeling_{module_name}")
+    except ImportError:
+        return None
+    cls = getattr(module, architecture, None)
+    config_class = getattr(cls, "config_class", None)
+    return cls if getattr(config_class, "model_type", None) == model_type else None
+
+
+def _without(values: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k != key}

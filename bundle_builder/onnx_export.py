@@ -1,0 +1,209 @@
+"""Build time: a transformers encoder -> one ONNX graph for the onnxruntime engine, fused offline and proved.
+
+    1. trace   torch.onnx.export (the TorchScript exporter: the dynamo one needs onnxscript), opset 17, eager
+               attention (the pattern ORT's fusions recognise), dynamic batch and sequence axes
+    2. fuse    onnxruntime.transformers.optimizer with opt_level=0: Python pattern fusions only (Attention,
+               EmbedLayerNormalization, SkipLayerNormalization, BiasGelu). The fused ops are com.microsoft contrib
+               ops that every CPU build of ORT runs; nothing is specialised to the build machine's CPU, unlike a
+               graph saved after ORT_ENABLE_ALL (which may hold layout- and instruction-set-specific nodes)
+    3. prove   ORT on the fused graph must reproduce the torch model on padded batches of shapes it was not
+               traced with; if the fused graph drifts the plain one is kept, and if that drifts too we refuse
+    4. pin     doc strings and producer fields are fixed, so the same model always gives the same bytes
+
+The runtime applies its own (in-memory, machine-specific) graph optimisations when it opens the session.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+
+from bundle_builder.errors import SourceError
+
+OPSET = 17
+OUTPUTS = {"feature-extraction": "last_hidden_state", "text-classification": "logits"}
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # graph input order: fixed, so bytes are stable
+MAX_ABS_DIFF = 1e-4  # fp32 ORT vs fp32 torch, scaled by the output's magnitude when that is above 1
+_TRACE_TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world"]
+_CHECK_TEXTS = [
+    "ok",
+    "serverless inference keeps costs low for spiky traffic",
+    "the parcel arrived broken and nobody answered my emails, so i asked again",
+]
+_CHECK_TOKENS = 32  # short: the check proves shapes and masking, not long-sequence numerics
+
+
+def export_onnx(model: Any, source: Any, tokenizer: Any) -> bytes:
+    """The model's forward pass as a fused, verified, deterministic ONNX graph.
+
+    Args:
+        model: the fp32 transformers model (AutoModel or AutoModelForSequenceClassification), in eval mode.
+        source: the bundle_builder Source (its task picks the output).
+        tokenizer: the model's tokenizer; the graph takes the inputs it produces that the model accepts.
+
+    Returns:
+        The serialised ModelProto: inputs input_ids / attention_mask / token_type_ids as (B, T) int64, output
+        last_hidden_state (B, T, H) or logits (B, L) float32.
+
+    Raises:
+        SourceError: the task has no ONNX export (text-generation), or no exported graph reproduces the model.
+    """
+    output = OUTPUTS.get(source.task)
+    if output is None:
+        raise SourceError(
+            f"--engine onnxruntime serves {', '.join(OUTPUTS)}; task {source.task!r} is built for the torch engine. "
+            "Build it without --engine (or with --engine torch)"
+        )
+    names = input_names(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    trace = _batch(tokenizer, _TRACE_TEXTS, names, pad_id)
+    checks = [_batch(tokenizer, _CHECK_TEXTS, names, pad_id), _batch(tokenizer, _CHECK_TEXTS[1:2], names, pad_id)]
+    expected = [_torch_forward(model, b, output) for b in checks]
+
+    plain = _trace(model, names, output, trace)
+    fused, stats = _fuse(plain, model.config)
+    worst: dict[str, float] = {}
+    for label, graph in (("fused", fused), ("plain", plain)):
+        worst[label] = _max_rel_diff(graph, checks, expected, output)
+        if worst[label] <= MAX_ABS_DIFF:
+            if label == "fused":
+                _note(graph, "fused", ",".join(f"{k}:{v}" for k, v in sorted(stats.items()) if v))
+            return _pin(graph)
+    raise SourceError(
+        f"the ONNX export of this {source.model_type} model does not reproduce it: largest difference "
+        f"{worst['plain']:.3g} (fused graph {worst['fused']:.3g}, limit {MAX_ABS_DIFF:g}). Build it with --engine torch"
+    )
+
+
+def input_names(model: Any, tokenizer: Any) -> list[str]:
+    """The inputs the tokenizer produces that the model's forward accepts, in INPUTS order."""
+    accepted = inspect.signature(model.forward).parameters
+    produced = set(tokenizer.model_input_names)
+    return [n for n in INPUTS if n in produced and n in accepted]
+
+
+def _batch(tokenizer: Any, texts: list[str], names: list[str], pad_id: int) -> dict[str, np.ndarray]:
+    """Right-padded (B, T) int64 arrays, padded by hand so a tokenizer without padding settings still works."""
+    enc = [tokenizer(t, truncation=True, max_length=_CHECK_TOKENS) for t in texts]
+    width = max(len(e["input_ids"]) for e in enc)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        fill = {"input_ids": pad_id}.get(name, 0)
+        rows = [list(e[name]) if name in e else [0] * len(e["input_ids"]) for e in enc]
+        out[name] = np.array([r + [fill] * (width - len(r)) for r in rows], dtype=np.int64)
+    return out
+
+
+def _torch_forward(model: Any, batch: dict[str, np.ndarray], output: str) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return getattr(model(**{k: torch.from_numpy(v) for k, v in batch.items()}), output).float().numpy()
+
+
+def _trace(model: Any, names: list[str], output: str, example: dict[str, np.ndarray]) -> Any:
+    """torch.onnx.export with eager attention (restored afterwards) -> ModelProto."""
+    import io
+
+    import onnx
+    import torch
+
+    class Forward(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return getattr(self.model(**dict(zip(names, tensors))), output)
+
+    dynamic = {n: {0: "batch", 1: "sequence"} for n in names}
+    dynamic[output] = {0: "batch", 1: "sequence"} if output == "last_hidden_state" else {0: "batch"}
+    previous = model.config._attn_implementation
+    buf = io.BytesIO()
+    try:
+        model.set_attn_implementation("eager")
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic that is the same for any shape
+            torch.onnx.export(
+                Forward().eval(),
+                tuple(torch.from_numpy(example[n]) for n in names),
+                buf,
+                input_names=names,
+                output_names=[output],
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    finally:
+        model.set_attn_implementation(previous)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _fuse(graph: Any, config: Any) -> tuple[Any, dict[str, int]]:
+    """ORT's transformer fusions, Python only (opt_level=0): portable contrib ops, no machine-specific nodes."""
+    import copy
+
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
+
+    options = FusionOptions("bert")
+    options.attention_mask_format = AttentionMaskFormat.AttentionMask  # the raw (B, T) mask: any padding is right
+    log = logging.getLogger("onnxruntime.transformers")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        fused = optimizer.optimize_model(
+            copy.deepcopy(graph),
+            model_type="bert",
+            num_heads=int(config.num_attention_heads),
+            hidden_size=int(config.hidden_size),
+            optimization_options=options,
+            opt_level=0,
+            use_gpu=False,
+        )
+        stats = fused.get_fused_operator_statistics()
+    finally:
+        log.setLevel(level)
+    fused.topological_sort()
+    return fused.model, stats
+
+
+def _max_rel_diff(graph: Any, batches: list[dict[str, np.ndarray]], expected: list[np.ndarray], output: str) -> float:
+    """Largest |ORT - torch| over real tokens, divided by the output's magnitude when that is above 1."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - a graph ORT cannot load is a graph that does not reproduce the model
+        return float("inf")
+    worst = 0.0
+    for batch, ref in zip(batches, expected):
+        got = session.run([output], batch)[0]
+        diff = np.abs(got - ref)
+        if output == "last_hidden_state":  # padded positions are never pooled; their values are not compared
+            diff = diff * batch["attention_mask"][..., None]
+        worst = max(worst, float(diff.max()) / max(1.0, float(np.abs(ref).max())))
+    return worst
+
+
+def _note(graph: Any, key: str, value: str) -> None:
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = key, value
+
+
+def _pin(graph: Any) -> bytes:
+    """Serialise with every field that names the build (doc strings, producer) fixed."""
+    graph.doc_string = ""
+    graph.graph.doc_string = ""
+    for node in graph.graph.node:
+        node.doc_string = ""
+    graph.producer_name = "bundle_builder.onnx_export"
+    graph.producer_version = ""
+    return graph.SerializeToString()

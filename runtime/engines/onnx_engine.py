@@ -1,0 +1,75 @@
+"""The onnxruntime engine: the bundle's fused ONNX graph on ORT's CPU provider. Imports neither torch nor transformers.
+
+The graph was fused offline by the builder (bundle_builder.onnx_export) with portable contrib ops only; the session
+adds ORT's own machine-specific optimisations in memory when it opens, and writes nothing to disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import numpy as np
+
+from runtime.bundle import Bundle
+from runtime.errors import BundleCorruptError
+from runtime.loader import ONNX_FILE
+
+
+class OnnxEngine:
+    name = "onnxruntime"
+    model = None  # no torch module behind this engine
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._inputs = [i.name for i in session.get_inputs()]
+        self._outputs = [session.get_outputs()[0].name]
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """(B, T) int64 arrays -> last_hidden_state (B, T, H) or logits (B, L), float32.
+
+        Only the graph's inputs are fed: a tokenizer may produce token_type_ids that the model does not take.
+        """
+        return self._session.run(self._outputs, {name: batch[name] for name in self._inputs})[0]
+
+
+def build_onnx_engine(
+    bundle: Bundle, *, threads: int, phase: Callable[[str], AbstractContextManager[None]]
+) -> OnnxEngine:
+    """Open an ORT session on the bundle's model.onnx (from memory) with `threads` intra-op threads (0: ORT's default).
+
+    Raises:
+        BundleCorruptError: ORT cannot load the graph, or the graph wants an input the bundled tokenizer never makes.
+    """
+    with phase("import_onnxruntime"):
+        import onnxruntime as ort
+    with phase("create_session"):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1  # one graph, run node after node: no second pool to wake
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # The heavy fusions are already in the graph; ENABLE_ALL adds the layout and kernel choices for this CPU.
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # errors only
+        graph = bundle.read_file(ONNX_FILE)
+        try:
+            session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types; the message is what matters
+            raise BundleCorruptError(
+                f"{bundle.path}: onnxruntime {ort.__version__} cannot load {ONNX_FILE} ({type(e).__name__}: {e}). "
+                "Rebuild the bundle with this release's bundle_builder, or serve it with ENGINE=torch"
+            ) from None
+        # ORT's Python wrapper keeps the model bytes (~ the weights) alive only to re-create the session when the
+        # providers change, which this engine never does: let them go.
+        if getattr(session, "_model_bytes", None) is not None:
+            session._model_bytes = None
+        del graph
+    produced = set(bundle.manifest["tokenizer"].get("model_input_names", ("input_ids", "attention_mask")))
+    missing = [i.name for i in session.get_inputs() if i.name not in produced]
+    if missing:
+        raise BundleCorruptError(
+            f"{bundle.path}: {ONNX_FILE} takes inputs {missing} that the bundled tokenizer does not produce "
+            f"(it produces {sorted(produced)}); rebuild the bundle"
+        )
+    return OnnxEngine(session)

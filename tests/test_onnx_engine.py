@@ -1,0 +1,213 @@
+"""The onnxruntime engine: --engine onnxruntime bundles reproduce their peers and refuse what they cannot serve."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bundle_builder.build import build_bundle
+from bundle_builder.errors import SourceError
+from runtime.bundle import read_bundle
+from runtime.engines import EngineError
+from runtime.loader import ONNX_FILE, load_model
+from runtime.predictor import Predictor
+from runtime.settings import Settings
+from runtime.tasks import make_task
+from support import FakeContext, fresh_handler
+
+TEXTS = [
+    "Serverless inference keeps costs low for spiky traffic.",
+    "The parcel arrived broken and nobody answered my emails!",
+    "ok",
+    "word " * 400,  # longer than every model's limit: truncation must match the peer's
+]
+NO_ONNX = (
+    "ENGINE=onnxruntime but this bundle has no ONNX graph; rebuild it with `bundle_builder build --engine onnxruntime`"
+)
+
+
+@pytest.fixture(scope="session")
+def ort_bundle(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """ort_bundle(kind, task=..., multi_label=...) -> a tiny bundle built with --engine onnxruntime (cached)."""
+    cache: dict[tuple, Path] = {}
+
+    def make(kind: str, task: str = "text-classification", multi_label: bool = False) -> Path:
+        key = (kind, task, multi_label)
+        if key not in cache:
+            out = tmp_path_factory.mktemp("ort") / f"{kind}-{task}-{multi_label}.bundle"
+            src = tiny_model(kind, task, multi_label)
+            build_bundle(src, out, engine="onnxruntime", task=task, multi_label=multi_label)
+            cache[key] = out
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def minilm_ort_bundle(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("minilm-ort") / "model.bundle"
+    build_bundle(minilm_dir, out, engine="onnxruntime", name="all-MiniLM-L6-v2")
+    return out
+
+
+def predictor_for(bundle: Path, engine: str = "auto") -> Predictor:
+    settings = Settings(model_bundle=str(bundle), device="cpu", canary=False, engine=engine)
+    loaded = load_model(bundle, engine=engine)
+    return Predictor(loaded=loaded, task=make_task(loaded, settings), settings=settings, threads=1)
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a_ @ b_ / (np.linalg.norm(a_) * np.linalg.norm(b_)))
+
+
+@pytest.mark.slow
+def test_minilm_ort_embeddings_equal_sentence_transformers(minilm_dir: Path, minilm_ort_bundle: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    expected = SentenceTransformer(str(minilm_dir), device="cpu", local_files_only=True).encode(TEXTS).tolist()
+    predictor = predictor_for(minilm_ort_bundle)
+    assert predictor.loaded.engine.name == "onnxruntime" and predictor.loaded.model is None
+    single = [predictor.predict([t], {})[0][0] for t in TEXTS]
+    batched, _ = predictor.predict(TEXTS, {})
+    for exp, one, many in zip(expected, single, batched, strict=True):
+        assert cosine(exp, one) >= 0.9999
+        assert cosine(exp, many) >= 0.9999
+
+
+@pytest.mark.slow
+def test_minilm_ort_graph_is_fused_with_portable_ops_only(minilm_ort_bundle: Path) -> None:
+    import onnx
+
+    graph = onnx.load_model(io.BytesIO(read_bundle(minilm_ort_bundle).read_file(ONNX_FILE)))
+    ops = {(n.domain or "ai.onnx", n.op_type) for n in graph.graph.node}
+    assert {d for d, _ in ops} <= {"ai.onnx", "com.microsoft"}  # no machine-specific layouts (NCHWc, ...)
+    assert {("com.microsoft", "Attention"), ("com.microsoft", "SkipLayerNormalization")} <= ops
+    assert [i.name for i in graph.graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input]
+    assert dims == [["batch", "sequence"]] * 3
+
+
+@pytest.mark.slow
+def test_minilm_ort_bundle_is_verified_on_both_engines_and_serves_either(minilm_ort_bundle: Path, monkeypatch) -> None:
+    from bundle_builder.verify import verify_bundle
+
+    report = verify_bundle(minilm_ort_bundle)
+    assert list(report.engines) == ["torch", "onnxruntime"]
+    assert all(c.ok and c.metric == "min_cosine" for c in report.engines.values())
+    assert report.check is report.engines["onnxruntime"]  # the bundle's default engine
+    assert report.describe().startswith("torch min_cosine=") and "; onnxruntime min_cosine=" in report.describe()
+
+    answers = {}
+    for engine in ("auto", "torch"):
+        fn = fresh_handler(monkeypatch, minilm_ort_bundle, ENGINE=engine)
+        response = fn.handler({"inputs": TEXTS[0]}, FakeContext())
+        answers[response["model"]["engine"]] = response["outputs"]
+        assert fn.PREDICTOR.canary.ok
+    assert set(answers) == {"onnxruntime", "torch"}
+    assert cosine(answers["onnxruntime"], answers["torch"]) >= 0.9999
+
+
+@pytest.mark.slow
+def test_two_ort_builds_of_minilm_are_byte_identical(minilm_dir: Path, minilm_ort_bundle: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.bundle"
+    build_bundle(minilm_dir, again, engine="onnxruntime", name="all-MiniLM-L6-v2")
+    assert again.read_bytes() == minilm_ort_bundle.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "kind, multi_label",
+    [("bert", False), ("distilbert", False), ("roberta", False), ("bert", True)],
+    ids=["bert", "distilbert", "roberta", "bert-multi-label"],
+)
+def test_ort_classification_scores_equal_hf_pipeline(tiny_model, ort_bundle, kind: str, multi_label: bool) -> None:
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(tiny_model(kind, multi_label=multi_label)), device="cpu")
+    fn = "sigmoid" if multi_label else "softmax"
+    predictor = predictor_for(ort_bundle(kind, multi_label=multi_label))
+    assert predictor.loaded.engine.name == "onnxruntime"
+    batched, _ = predictor.predict(TEXTS, {})
+    for text, many in zip(TEXTS, batched, strict=True):
+        expected = pipe(text, top_k=None, function_to_apply=fn, truncation=True)
+        for got in (predictor.predict([text], {})[0][0], many):
+            assert [d["label"] for d in got] == [d["label"] for d in expected]
+            assert max(abs(g["score"] - e["score"]) for g, e in zip(got, expected)) <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["bert", "distilbert", "roberta"])
+def test_ort_hidden_states_equal_torch_engine_on_the_same_bundle(ort_bundle, kind: str) -> None:
+    bundle = ort_bundle(kind, task="feature-extraction")
+    ort_model, torch_model = load_model(bundle), load_model(bundle, engine="torch")
+    assert (ort_model.engine.name, torch_model.engine.name) == ("onnxruntime", "torch")
+    batch = ort_model.tokenizer.encode(TEXTS)  # padded: 4 rows of different lengths
+    mask = batch["attention_mask"][..., None]
+    got, expected = ort_model.engine.run(batch), torch_model.engine.run(batch)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert np.abs((got - expected) * mask).max() <= 1e-4
+
+
+def test_ort_phases_are_timed_and_no_torch_module_is_built(ort_bundle) -> None:
+    loaded = load_model(ort_bundle("bert"))
+    assert set(loaded.phases_ms) == {"read_bundle", "import_onnxruntime", "create_session", "tokenizer"}
+    assert loaded.model is None and loaded.device == "cpu" and loaded.dtype == "float32"
+    options = loaded.engine._session.get_session_options()
+    assert options.optimized_model_filepath == ""  # nothing is written at run time
+    assert (options.inter_op_num_threads, options.intra_op_num_threads) == (1, 0)
+
+
+def test_handler_reports_the_onnxruntime_engine(ort_bundle, monkeypatch) -> None:
+    fn = fresh_handler(monkeypatch, ort_bundle("bert"))
+    response = fn.handler({"inputs": "great product"}, FakeContext())
+    assert response["model"]["engine"] == "onnxruntime"
+    assert fn.PREDICTOR.canary.ok and "create_session" in fn.PREDICTOR.init_ms
+
+
+def test_engine_onnxruntime_on_a_torch_only_bundle_fails_at_init(tiny_bundle, monkeypatch) -> None:
+    with pytest.raises(EngineError) as info:
+        fresh_handler(monkeypatch, tiny_bundle("bert"), ENGINE="onnxruntime")
+    assert str(info.value) == NO_ONNX
+
+
+def test_onnxruntime_engine_refuses_a_gpu_device(ort_bundle) -> None:
+    with pytest.raises(EngineError) as info:
+        load_model(ort_bundle("bert"), device="cuda")
+    assert str(info.value) == (
+        "ENGINE=onnxruntime runs on the CPU, but DEVICE='cuda'; set DEVICE=cpu (or auto), or ENGINE=torch"
+    )
+
+
+def test_text_generation_is_refused_with_the_fix(tiny_model, tmp_path: Path) -> None:
+    out = tmp_path / "gen.bundle"
+    with pytest.raises(SourceError) as info:
+        build_bundle(tiny_model("llama", task="text-generation"), out, engine="onnxruntime")
+    assert str(info.value) == (
+        "--engine onnxruntime serves feature-extraction, text-classification; task 'text-generation' is built for the "
+        "torch engine. Build it without --engine (or with --engine torch)"
+    )
+    assert not out.exists()
+
+
+def test_export_is_deterministic(tiny_model, ort_bundle, tmp_path: Path) -> None:
+    import transformers
+
+    from bundle_builder.onnx_export import export_onnx
+    from bundle_builder.sources import read_source
+
+    src = tiny_model("roberta")
+    source = read_source(src)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(src))
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(src)).eval()
+    attention = model.config._attn_implementation
+    first, second = export_onnx(model, source, tokenizer), export_onnx(model, source, tokenizer)
+    assert first == second
+    assert model.config._attn_implementation == attention  # traced with eager attention, then restored
+    assert read_bundle(ort_bundle("roberta")).read_file(ONNX_FILE) == first
+
+    again = tmp_path / "again.bundle"
+    build_bundle(src, again, engine="onnxruntime", task="text-classification")
+    assert again.read_bytes() == ort_bundle("roberta").read_bytes()
