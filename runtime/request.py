@@ -37,8 +37,17 @@ def parse_body(body: bytes | str, limits: Limits) -> Request:
         )
     if not raw.strip():
         raise InvalidInputError('the body is empty; send JSON like {"inputs": "text"}')
+    # strict UTF-8: json.loads(bytes) would also take UTF-16/32 and UTF-8-encoded lone surrogates ("surrogatepass")
+    data = raw.removeprefix(b"\xef\xbb\xbf")  # a leading byte order mark is tolerated
     try:
-        payload = json.loads(raw)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = len(raw) - len(data) + e.start
+        raise InvalidInputError(
+            f"the body is not valid UTF-8 (byte {data[e.start]:#04x} at offset {at}); send JSON encoded as UTF-8"
+        ) from None
+    try:
+        payload = json.loads(text)
     except (ValueError, RecursionError) as e:
         reason = str(e) if isinstance(e, ValueError) else "nested too deeply"
         raise InvalidInputError(f'the body is not valid JSON ({reason}); send JSON like {{"inputs": "text"}}') from None
@@ -55,6 +64,10 @@ def _check_chat(chat: list[dict[str, Any]], limits: Limits) -> None:
             raise InvalidInputError(
                 f'chat message {i} must be {{"role": str, "content": str}}, got keys {sorted(map(str, m))}'
             )
+        try:
+            m["content"].encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError(f"chat message {i} content is not valid UTF-8 text (lone surrogate)") from None
     chars = sum(len(m["content"]) for m in chat)
     if chars > limits.max_chars:
         raise PayloadTooLargeError(f"the chat has {chars} characters; the limit is {limits.max_chars} (MAX_INPUT_CHARS)")
@@ -70,7 +83,9 @@ def parse_payload(payload: Any, limits: Limits) -> Request:
     if "inputs" not in payload:
         raise InvalidInputError('the request has no "inputs": send {"inputs": "text"} or {"inputs": ["text", ...]}')
     inputs = payload["inputs"]
-    params = payload.get("parameters") or {}
+    params = payload.get("parameters")
+    if params is None:  # absent or null; a falsy non-object (0, "", [], false) is an error, not "no parameters"
+        params = {}
     if not isinstance(params, dict):
         raise InvalidParametersError(f'"parameters" must be a JSON object, got {type(params).__name__}')
     if isinstance(inputs, str):

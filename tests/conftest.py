@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from network_guard import _network_blocked_for_the_session, network_guard  # noqa: F401 - autouse: tests run offline
 from support import ROOT
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
