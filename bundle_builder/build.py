@@ -179,6 +179,11 @@ def build_bundle(
     unique = {t.data_ptr(): t for t in model.state_dict().values()}
     manifest = _manifest(source, model, tokenizer, config, golden, limit, dtype, name, multi_label)
     manifest["engine"] = engine
+    manifest["compiled"] = (
+        "ahead of time: ONNX graph exported and fused at build time (model.onnx); nothing is compiled at cold start"
+        if engine == "onnxruntime"
+        else "none: eager PyTorch; nothing is compiled at build time or at cold start"
+    )
     manifest["num_parameters"] = int(sum(t.numel() for t in unique.values()))
     manifest["versions"] = {
         "format": FORMAT_VERSION,
@@ -187,6 +192,11 @@ def build_bundle(
         "tokenizers": tokenizers.__version__,
         "sentence_transformers": sentence_transformers.__version__,
     }
+    if engine == "onnxruntime":
+        import onnx
+        import onnxruntime
+
+        manifest["versions"].update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sha = write_bundle(out, manifest=manifest, tensors=state, files=files)
@@ -260,7 +270,6 @@ def _manifest(
             "model_input_names": [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")],
         },
         "golden": golden,
-        "compiled": "none (eager PyTorch; nothing is compiled at build or at cold start)",
     }
     if source.task == "feature-extraction":
         manifest["pooling"] = source.pooling

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, sha256 {result.sha256}); "
-                f"verified {result.verify.examples} golden examples: {result.verify.check.describe()}"
+                f"verified {result.verify.examples} golden examples: {result.verify.describe()}"
             )
         elif args.command == "inspect":
             from bundle_builder.summary import render, summarize
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             from bundle_builder.verify import verify_bundle
 
             report = verify_bundle(args.bundle)
-            print(f"OK {args.bundle}: sha256 {report.sha256}; {report.examples} golden examples, {report.check.describe()}")
+            print(f"OK {args.bundle}: sha256 {report.sha256}; {report.examples} golden examples, {report.describe()}")
     except Exception as e:  # noqa: BLE001 - the CLI's contract: one line, the error's type and message
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
         "size_bytes": bundle.size_bytes,
         "weights_bytes": bundle.tensor_bytes(),
         "max_length": m["max_length"],
+        "engine": m.get("engine", "torch"),
         "compiled": m.get("compiled"),
         "versions": m["versions"],
         "files": bundle.file_names,
@@ -53,6 +54,7 @@ def render(info: dict[str, Any]) -> str:
         f"  size          {info['size_bytes'] / 1e6:.1f} MB ({info['weights_bytes'] / 1e6:.1f} MB weights)",
         f"  parameters    {info['num_parameters']:,} stored as {info['dtype']}",
         f"  max length    {info['max_length']} tokens",
+        f"  engine        {info['engine']}",
         f"  compiled      {info['compiled']}",
         f"  versions      " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
     ]

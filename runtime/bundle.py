@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from runtime.errors import (
     BundleCorruptError,
@@ -159,6 +159,7 @@ class Bundle:
     format_version: int
     _header: dict[str, Any]
     _map: mmap.mmap
+    _file: BinaryIO  # kept open: read_file reads the same inode that was hashed, even if the path is replaced
     _data_start: int
 
     @property
@@ -174,8 +175,9 @@ class Bundle:
         entry = self._header["files"].get(name)
         if entry is None:
             raise KeyError(f"bundle {self.path} has no file {name!r}; it has {self.file_names}")
-        start = self._data_start + entry["offset"]
-        return self._map[start : start + entry["nbytes"]]
+        # A plain read of the file that was checked (not a slice of the map: a large file such as model.onnx
+        # would leave its mapped pages in RSS).
+        return os.pread(self._file.fileno(), entry["nbytes"], self._data_start + entry["offset"])
 
     def has_file(self, name: str) -> bool:
         return name in self._header["files"]
@@ -237,54 +239,59 @@ def read_bundle(path: str | os.PathLike[str], *, verify_hash: bool = True) -> Bu
         f = open(path, "rb")
     except FileNotFoundError:
         raise BundleNotFoundError(f"no bundle at {path}: the file does not exist. Set MODEL_BUNDLE to a bundle file") from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(_PREAMBLE.size)
-        if size == 0:
-            raise BundleCorruptError(f"{path} is empty (0 bytes): the copy or the build did not finish. Rebuild it")
-        if len(head) < _PREAMBLE.size and (MAGIC.startswith(head) or head.startswith(MAGIC)):  # a cut bundle
-            raise BundleCorruptError(f"{path} is truncated: {size} bytes, shorter than the {_PREAMBLE.size}-byte preamble")
-        if not head.startswith(MAGIC):
-            raise _sniff(path, head)
-        _, version, _, header_len = _PREAMBLE.unpack(head)
-        if version != FORMAT_VERSION:
-            raise BundleVersionError(
-                f"{path} has bundle format version {version}; this runtime reads version {FORMAT_VERSION}. "
-                "Rebuild the bundle with the bundle_builder of this release"
-            )
-        data_start = _PREAMBLE.size + header_len
-        if data_start + _DIGEST_BYTES > size:
-            raise BundleCorruptError(
-                f"{path} is truncated: {size} bytes, but its header alone needs {data_start + _DIGEST_BYTES}. "
-                "Copy the file again or rebuild it"
-            )
-        try:
-            header = json.loads(f.read(header_len))
-            data_bytes = int(header["data_bytes"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise BundleCorruptError(f"{path} has a corrupt header ({e}); rebuild the bundle") from None
-        expected = data_start + data_bytes + _DIGEST_BYTES
-        if size != expected:
-            what = "truncated" if size < expected else "longer than its header says"
-            raise BundleCorruptError(
-                f"{path} is {what}: {size} bytes on disk, the header says {expected}. Copy the file again or rebuild it"
-            )
-        if header.get("format") != FORMAT or header.get("format_version") != version:
-            raise BundleCorruptError(
-                f"{path} header names format {header.get('format')!r} version {header.get('format_version')!r}, "
-                f"expected {FORMAT!r} version {version}; the file is corrupt"
-            )
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    try:
+        return _read_checked(path, f, verify_hash)
+    except BaseException:
+        f.close()
+        raise
 
+
+def _read_checked(path: Path, f: BinaryIO, verify_hash: bool) -> Bundle:
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(_PREAMBLE.size)
+    if size == 0:
+        raise BundleCorruptError(f"{path} is empty (0 bytes): the copy or the build did not finish. Rebuild it")
+    if len(head) < _PREAMBLE.size and (MAGIC.startswith(head) or head.startswith(MAGIC)):  # a cut bundle
+        raise BundleCorruptError(f"{path} is truncated: {size} bytes, shorter than the {_PREAMBLE.size}-byte preamble")
+    if not head.startswith(MAGIC):
+        raise _sniff(path, head)
+    _, version, _, header_len = _PREAMBLE.unpack(head)
+    if version != FORMAT_VERSION:
+        raise BundleVersionError(
+            f"{path} has bundle format version {version}; this runtime reads version {FORMAT_VERSION}. "
+            "Rebuild the bundle with the bundle_builder of this release"
+        )
+    data_start = _PREAMBLE.size + header_len
+    if data_start + _DIGEST_BYTES > size:
+        raise BundleCorruptError(
+            f"{path} is truncated: {size} bytes, but its header alone needs {data_start + _DIGEST_BYTES}. "
+            "Copy the file again or rebuild it"
+        )
+    try:
+        header = json.loads(f.read(header_len))
+        data_bytes = int(header["data_bytes"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise BundleCorruptError(f"{path} has a corrupt header ({e}); rebuild the bundle") from None
+    expected = data_start + data_bytes + _DIGEST_BYTES
+    if size != expected:
+        what = "truncated" if size < expected else "longer than its header says"
+        raise BundleCorruptError(
+            f"{path} is {what}: {size} bytes on disk, the header says {expected}. Copy the file again or rebuild it"
+        )
+    if header.get("format") != FORMAT or header.get("format_version") != version:
+        raise BundleCorruptError(
+            f"{path} header names format {header.get('format')!r} version {header.get('format_version')!r}, "
+            f"expected {FORMAT!r} version {version}; the file is corrupt"
+        )
+    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     stored = mapped[size - _DIGEST_BYTES :].hex()
-    if verify_hash:
-        with memoryview(mapped) as view:
-            actual = hashlib.sha256(view[: size - _DIGEST_BYTES]).hexdigest()
-        if actual != stored:
-            raise BundleCorruptError(
-                f"{path} failed its content check: SHA-256 {actual[:16]}... but the bundle records {stored[:16]}...; "
-                "bytes changed after the build. Copy the file again or rebuild it"
-            )
+    # Hash with plain reads, not through the map: mapped pages would count in the process's RSS for good.
+    actual = _sha256_prefix(f, size - _DIGEST_BYTES) if verify_hash else stored
+    if actual != stored:
+        raise BundleCorruptError(
+            f"{path} failed its content check: SHA-256 {actual[:16]}... but the bundle records {stored[:16]}...; "
+            "bytes changed after the build. Copy the file again or rebuild it"
+        )
     _check_entries(path, header, data_bytes)
     return Bundle(
         path=path,
@@ -294,8 +301,24 @@ def read_bundle(path: str | os.PathLike[str], *, verify_hash: bool = True) -> Bu
         format_version=version,
         _header=header,
         _map=mapped,
+        _file=f,
         _data_start=data_start,
     )
+
+
+def _sha256_prefix(f: Any, n: int) -> str:
+    digest = hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    f.seek(0)
+    left = n
+    while left:
+        got = f.readinto(view[: min(left, len(buf))])
+        if not got:
+            break
+        digest.update(view[:got])
+        left -= got
+    return digest.hexdigest()
 
 
 def _check_entries(path: Path, header: Any, data_bytes: int) -> None:

@@ -11,6 +11,14 @@ EMBEDDING_MIN_COSINE = {"float32": 0.9999, "float16": 0.999, "bfloat16": 0.99}
 CLASSIFICATION_MAX_ABS = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
 
 
+PRECISION_ORDER = ("float32", "float16", "bfloat16")  # finest first
+
+
+def coarser(a: str, b: str) -> str:
+    """The less precise of two dtypes: the one whose drift limits apply."""
+    return max(a, b, key=PRECISION_ORDER.index)
+
+
 @dataclass(frozen=True)
 class GoldenCheck:
     metric: str  # "min_cosine", "max_abs_diff" or "text_match"

@@ -6,12 +6,13 @@ Setup failures are fatal (the function reports an init error); a request failure
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.errors import BundleCorruptError
-from runtime.golden import GoldenCheck, compare
+from runtime.errors import BundleCorruptError, InvalidInputError
+from runtime.golden import GoldenCheck, coarser, compare
 from runtime.loader import LoadedModel, load_model
 from runtime.settings import Settings, usable_cpus
 from runtime.timing import StageTimer
@@ -38,7 +39,7 @@ class Predictor:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        os.environ.setdefault("HF_HOME", "/tmp/huggingface")
+        os.environ.setdefault("HF_HOME", os.path.join(tempfile.gettempdir(), "huggingface"))
 
         threads = settings.num_threads or usable_cpus()
         loaded = load_model(
@@ -74,7 +75,9 @@ class Predictor:
         """Replay the bundle's golden examples (the first `limit`) and compare with the stored outputs."""
         examples = self.loaded.manifest["golden"][:limit]
         actual = [self.predict([ex["input"]], dict(ex.get("parameters", {})))[0][0] for ex in examples]
-        return compare(self.loaded.task, self.loaded.manifest["dtype"], [ex["output"] for ex in examples], actual)
+        # Drift allowed for the lower of the storage and the compute precision (fp32 weights computed in bf16 on a GPU).
+        precision = coarser(self.loaded.manifest["dtype"], self.loaded.dtype)
+        return compare(self.loaded.task, precision, [ex["output"] for ex in examples], actual)
 
     @property
     def max_batch(self) -> int:
@@ -88,6 +91,11 @@ class Predictor:
             RequestError subclasses from the task (e.g. a prompt over the token limit).
         """
         timer = timer or StageTimer()
+        if self.loaded.task != "text-generation" and not all(isinstance(x, str) for x in inputs):
+            raise InvalidInputError(
+                f"chat-style inputs are for text-generation models; this model does {self.loaded.task}: "
+                'send {"inputs": "text"} or {"inputs": ["text", ...]}'
+            )
         params = self.task.check_parameters(params)
         outputs: list[Any] = []
         extra: dict[str, Any] = {}

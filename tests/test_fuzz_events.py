@@ -496,16 +496,13 @@ def test_falsy_parameters_that_are_not_objects_answer_422(fn, value) -> None:
     assert str(error) == f'"parameters" must be a JSON object, got {type(value).__name__}'
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a chat (list of {role, content}) sent to a text-classification or feature-extraction bundle reaches the "
-    "tokenizer and answers 500; the task (or Predictor.predict) should raise InvalidInputError for non-text inputs"
-))
 @pytest.mark.parametrize("inputs", [[CHAT_MESSAGE], [[CHAT_MESSAGE]]], ids=["chat", "chats"])
 def test_chat_inputs_to_a_classifier_answer_400(fn, inputs) -> None:
     event = load_event("function_url.json")
     event["body"] = json.dumps({"inputs": inputs})
     response, _, rid = invoke(fn, event, "chat")
     assert_http(response, rid, 400)
+    assert json.loads(response["body"])["error"]["message"].startswith("chat-style inputs are for text-generation")
 
 
 @pytest.mark.parametrize(

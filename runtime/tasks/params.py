@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -10,6 +11,9 @@ from runtime.errors import InvalidParametersError
 __all__ = ["InvalidParametersError", "boolean", "check", "integer", "number", "one_of"]
 
 Rule = Callable[[str, Any], Any]
+_repr = reprlib.Repr()  # echo a value in an error, not megabytes of it
+_repr.maxstring = _repr.maxother = 60
+_short = _repr.repr
 
 
 def check(task: str, params: Mapping[str, Any], rules: Mapping[str, Rule]) -> dict[str, Any]:
@@ -17,7 +21,7 @@ def check(task: str, params: Mapping[str, Any], rules: Mapping[str, Rule]) -> di
     unknown = sorted(set(params) - set(rules))
     if unknown:
         raise InvalidParametersError(
-            f"unknown parameter {unknown[0]!r} for {task}; accepted parameters: {', '.join(sorted(rules)) or 'none'}"
+            f"unknown parameter {_short(unknown[0])} for {task}; accepted parameters: {', '.join(sorted(rules)) or 'none'}"
         )
     return {name: rules[name](name, value) for name, value in params.items() if value is not None}
 
@@ -26,7 +30,7 @@ def integer(lo: int, hi: int | None = None) -> Rule:
     def rule(name: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
             bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-            raise InvalidParametersError(f"parameter {name!r} must be an integer {bound}, got {value!r}")
+            raise InvalidParametersError(f"parameter {name!r} must be an integer {bound}, got {_short(value)}")
         return value
 
     return rule
@@ -39,7 +43,7 @@ def number(lo: float, hi: float | None = None, *, lo_open: bool = False) -> Rule
         if not ok:
             left = f"> {lo}" if lo_open else f">= {lo}"
             bound = f"{left} and <= {hi}" if hi is not None else left
-            raise InvalidParametersError(f"parameter {name!r} must be a number {bound}, got {value!r}")
+            raise InvalidParametersError(f"parameter {name!r} must be a number {bound}, got {_short(value)}")
         return float(value)
 
     return rule
@@ -47,14 +51,14 @@ def number(lo: float, hi: float | None = None, *, lo_open: bool = False) -> Rule
 
 def boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise InvalidParametersError(f"parameter {name!r} must be true or false, got {value!r}")
+        raise InvalidParametersError(f"parameter {name!r} must be true or false, got {_short(value)}")
     return value
 
 
 def one_of(*choices: str) -> Rule:
     def rule(name: str, value: Any) -> str:
         if value not in choices:
-            raise InvalidParametersError(f"parameter {name!r} must be one of {list(choices)}, got {value!r}")
+            raise InvalidParametersError(f"parameter {name!r} must be one of {list(choices)}, got {_short(value)}")
         return value
 
     return rule
