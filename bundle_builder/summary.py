@@ -56,7 +56,7 @@ def render(info: dict[str, Any]) -> str:
         f"  max length    {info['max_length']} tokens",
         f"  engine        {info['engine']}",
         f"  compiled      {info['compiled']}",
-        f"  versions      " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        "  versions      " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
     ]
     if "labels" in info:
         lines.append(f"  labels        {', '.join(info['labels'])} ({info['problem_type']})")

@@ -6,8 +6,9 @@ import importlib.resources
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,20 @@ def tiny_bundle(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPa
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    """A moto SQS server on 127.0.0.1, one per test module (stopped by PID at the end)."""
+    from devtools.moto_sqs import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def sqs(endpoint: str) -> Any:
+    """A boto3 SQS client for that server, with dummy credentials."""
+    from devtools.moto_sqs import sqs_client
+
+    return sqs_client(endpoint)

@@ -7,27 +7,15 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from devtools.esm import DrainTimeout, EventSourceMapping, judge_response, queue_depth
-from devtools.moto_sqs import Queues, create_queues, drain_queue, function_env, moto_server, sqs_client
+from devtools.moto_sqs import Queues, create_queues, drain_queue, function_env
 from devtools.rie import InvokeResult, RieFunction
 
 MAX_RECEIVE_COUNT = 2
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def sqs(endpoint: str) -> Any:
-    return sqs_client(endpoint)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 import re
-from pathlib import Path
+
 from typing import Any
 
 import pytest

@@ -60,6 +60,15 @@ def check_envelope(fn: Any, envelope: dict[str, Any], request_id: str) -> None:
     assert 0.95 <= share <= 1.0 + 1e-9, stages
 
 
+def check_answer(fn: Any, peers: dict, event: dict[str, Any], envelope: dict[str, Any], request_id: str) -> None:
+    """The envelope is well formed and each output equals the peer's for its input."""
+    check_envelope(fn, envelope, request_id)
+    inputs = event_inputs(event)
+    texts, outputs = ([inputs], [envelope["outputs"]]) if isinstance(inputs, str) else (inputs, envelope["outputs"])
+    for text, out in zip(texts, outputs, strict=True):
+        assert_matches_peer(fn.kind, peers, text, out)
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_every_event_gets_its_documented_answer(fn, peers, name: str) -> None:
     event = load_event(name)
@@ -72,23 +81,14 @@ def test_every_event_gets_its_documented_answer(fn, peers, name: str) -> None:
     elif how == "sqs":
         assert fn.handler(event, ctx) == {"batchItemFailures": [{"itemIdentifier": mid} for mid in want]}
     elif how == "direct":
-        envelope = fn.handler(event, ctx)
-        check_envelope(fn, envelope, ctx.aws_request_id)
-        inputs = event_inputs(event)
-        outputs = [envelope["outputs"]] if isinstance(inputs, str) else envelope["outputs"]
-        for text, out in zip([inputs] if isinstance(inputs, str) else inputs, outputs, strict=True):
-            assert_matches_peer(fn.kind, peers, text, out)
+        check_answer(fn, peers, event, fn.handler(event, ctx), ctx.aws_request_id)
     else:
         response = fn.handler(event, ctx)
         assert response["statusCode"] == want
         assert response["headers"]["Content-Type"] == "application/json"
         body = json.loads(response["body"])
         if want == 200:
-            check_envelope(fn, body, ctx.aws_request_id)
-            inputs = event_inputs(event)
-            outputs = [body["outputs"]] if isinstance(inputs, str) else body["outputs"]
-            for text, out in zip([inputs] if isinstance(inputs, str) else inputs, outputs, strict=True):
-                assert_matches_peer(fn.kind, peers, text, out)
+            check_answer(fn, peers, event, body, ctx.aws_request_id)
         else:
             assert body["error"]["request_id"] == ctx.aws_request_id
             assert body["error"]["type"] and body["error"]["message"]

@@ -8,7 +8,6 @@ HTTP calls even with offline mode switched off beforehand.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devtools.esm import EventSourceMapping, queue_depth
-from devtools.moto_sqs import Queues, create_queues, drain_queue, function_env, moto_server, sqs_client
+from devtools.moto_sqs import Queues, create_queues, drain_queue, function_env
 from devtools.rie import RieFunction
 from runtime.bundle import read_bundle
 
@@ -55,17 +55,6 @@ def expected_shape(body: dict[str, Any]) -> list[int]:
     """Labels per output, one entry per input."""
     width = body.get("parameters", {}).get("top_k", LABELS)
     return [width] * (len(body["inputs"]) if isinstance(body["inputs"], list) else 1)
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def sqs(endpoint: str) -> Any:
-    return sqs_client(endpoint)
 
 
 @pytest.fixture
