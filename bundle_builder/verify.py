@@ -1,6 +1,8 @@
 """Prove a bundle: check its integrity with the runtime reader, rebuild the model, replay every golden example.
 
 A bundle with an ONNX graph is proved on both engines (torch and onnxruntime): ENGINE can pick either at run time.
+Where the torch engine serves the model with its native encoder, the transformers implementation is proved too
+(TORCH_IMPLEMENTATION=transformers picks it at run time).
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ def verify_bundle(path: str | os.PathLike[str]) -> VerifyReport:
 
     bundle = read_bundle(path)
     names = ["torch", "onnxruntime"] if bundle.has_file(ONNX_FILE) else ["torch"]
-    engines = {name: _check(path, name) for name in names}
+    engines: dict[str, GoldenCheck] = {}
+    for name in names:
+        engines[name], implementation = _check(path, name)
+        if implementation == "native":
+            engines["torch/transformers"], _ = _check(path, name, implementation="transformers")
     for name, check in engines.items():
         if not check.ok:
             raise VerifyError(f"{path}: golden examples drifted on the {name} engine: {check.describe()}")
@@ -45,13 +51,21 @@ def verify_bundle(path: str | os.PathLike[str]) -> VerifyReport:
     return VerifyReport(sha256=bundle.sha256, examples=examples, check=engines[default], engines=engines)
 
 
-def _check(path: str | os.PathLike[str], engine: str) -> GoldenCheck:
+def _check(path: str | os.PathLike[str], engine: str, *, implementation: str = "auto") -> tuple[GoldenCheck, str]:
     from runtime.loader import load_model
     from runtime.predictor import Predictor
     from runtime.settings import Settings
     from runtime.tasks import make_task
 
     settings = Settings(model_bundle=str(path), device="cpu", engine=engine)
-    loaded = load_model(path, device="cpu", engine=engine, verify_hash=False)  # hashed once, by the caller
+    before = os.environ.get("TORCH_IMPLEMENTATION")
+    os.environ["TORCH_IMPLEMENTATION"] = implementation
+    try:
+        loaded = load_model(path, device="cpu", engine=engine, verify_hash=False)  # hashed once, by the caller
+    finally:
+        if before is None:
+            os.environ.pop("TORCH_IMPLEMENTATION")
+        else:
+            os.environ["TORCH_IMPLEMENTATION"] = before
     predictor = Predictor(loaded=loaded, task=make_task(loaded, settings), settings=settings, threads=0)
-    return predictor.check_golden()
+    return predictor.check_golden(), getattr(loaded.engine, "implementation", engine)

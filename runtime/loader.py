@@ -71,8 +71,9 @@ def load_model(
         threads: intra-op threads for the engine; 0 leaves the library default.
 
     Returns:
-        LoadedModel; `phases_ms` times "read_bundle", the engine's phases (torch: "import_torch",
-        "import_transformers", "build_model", "load_weights") and "tokenizer".
+        LoadedModel; `phases_ms` times "read_bundle", the engine's phases (torch: "import_torch", "load_weights",
+        "build_model", plus "import_transformers" on the transformers implementation; onnxruntime:
+        "import_onnxruntime", "create_session") and "tokenizer".
 
     Raises:
         BundleError subclasses when the file is unusable or the engine cannot serve it (EngineError: the engine

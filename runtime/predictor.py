@@ -120,5 +120,12 @@ class Predictor:
 
     def describe_model(self) -> dict[str, Any]:
         m = self.loaded.manifest
-        return {"name": m["name"], "task": m["task"], "sha256": self.loaded.bundle.sha256, "engine": self.loaded.engine.name}
+        engine = self.loaded.engine
+        return {
+            "name": m["name"],
+            "task": m["task"],
+            "sha256": self.loaded.bundle.sha256,
+            "engine": engine.name,
+            "implementation": getattr(engine, "implementation", engine.name),
+        }
 

@@ -106,14 +106,27 @@ def test_weights_are_memory_mapped_not_copied(tiny_bundle) -> None:
         assert start <= param.data_ptr() < start + len(mapped), f"{name} was copied out of the bundle"
 
 
-def test_model_is_built_without_random_initialisation(tiny_bundle, monkeypatch) -> None:
-    calls: list[str] = []
+@pytest.mark.parametrize("implementation", ["auto", "transformers"])
+def test_model_is_built_without_random_initialisation(tiny_bundle, monkeypatch, implementation: str) -> None:
+    bundle = tiny_bundle("roberta")  # built before the spies: building the source initialises a model at random
+    calls: list[tuple[str, str]] = []
     for fn in ("normal_", "uniform_", "kaiming_uniform_", "xavier_uniform_", "trunc_normal_", "zeros_", "ones_"):
         original = getattr(torch.nn.init, fn)
-        monkeypatch.setattr(torch.nn.init, fn, lambda *a, _n=fn, _o=original, **k: (calls.append(_n), _o(*a, **k))[1])
-    loaded = load_model(tiny_bundle("roberta"))
-    assert calls == []
-    assert set(loaded.phases_ms) == {"read_bundle", "import_torch", "import_transformers", "build_model", "load_weights", "tokenizer"}
+
+        def spy(*a, _n=fn, _o=original, **k):
+            calls.append((_n, (a[0] if a else k["tensor"]).device.type))
+            return _o(*a, **k)
+
+        monkeypatch.setattr(torch.nn.init, fn, spy)
+    monkeypatch.setenv("TORCH_IMPLEMENTATION", implementation)
+    loaded = load_model(bundle)
+    if implementation == "auto":  # the native encoder: torch.nn's own init runs, on the meta device (no data)
+        assert loaded.engine.implementation == "native"
+        assert {device for _, device in calls} <= {"meta"}
+        assert set(loaded.phases_ms) == {"read_bundle", "import_torch", "build_model", "load_weights", "tokenizer"}
+    else:
+        assert calls == []
+        assert set(loaded.phases_ms) == {"read_bundle", "import_torch", "import_transformers", "build_model", "load_weights", "tokenizer"}
 
 
 def test_fp16_storage_is_upcast_to_fp32_on_cpu(tiny_bundle) -> None:

@@ -1,8 +1,18 @@
-"""The torch engine: the transformers model class built from the bundled config, weights assigned from the mmap."""
+"""The torch engine: the model built from the bundled config, weights assigned from the mmap.
+
+Two implementations of the forward pass, recorded in `TorchEngine.implementation`:
+    native        runtime/engines/native_encoder.py: plain PyTorch BERT/RoBERTa/DistilBERT for feature-extraction and
+                  text-classification; never imports transformers (its modeling code is most of the cold start)
+    transformers  the transformers model class: generation, other architectures, and any config the native encoder
+                  does not serve
+
+TORCH_IMPLEMENTATION (read at init): auto (default: native when the bundle is served) | transformers (always).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -10,19 +20,22 @@ from typing import Any
 import numpy as np
 
 from runtime.bundle import Bundle
+from runtime.engines import EngineError
 from runtime.errors import BundleCorruptError
 
 # manifest["auto_class"] -> the transformers Auto class that builds the model for the task
 AUTO_CLASSES = ("AutoModel", "AutoModelForSequenceClassification", "AutoModelForCausalLM", "AutoModelForSeq2SeqLM")
 OUTPUTS = {"feature-extraction": "last_hidden_state", "text-classification": "logits", "text-generation": None}
+IMPLEMENTATIONS = ("auto", "transformers")  # TORCH_IMPLEMENTATION values
 
 
 class TorchEngine:
     name = "torch"
 
-    def __init__(self, model: Any, device: str, output: str | None) -> None:
+    def __init__(self, model: Any, device: str, output: str | None, implementation: str = "transformers") -> None:
         self.model = model
         self.device = device
+        self.implementation = implementation  # "native" | "transformers"
         self._output = output
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -31,15 +44,33 @@ class TorchEngine:
 
         with torch.inference_mode():
             inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
-            out = getattr(self.model(**inputs), self._output)
+            out = self.model(**inputs)  # native: the tensor itself; transformers: a ModelOutput
+            if not isinstance(out, torch.Tensor):
+                out = getattr(out, self._output)
             return out.float().cpu().numpy()
 
 
 def build_torch_engine(
     bundle: Bundle, *, device: str, dtype: str, threads: int, phase: Callable[[str], AbstractContextManager[None]]
 ) -> TorchEngine:
-    """Build the model without random init and assign the memory-mapped tensors (cast only when dtypes differ)."""
+    """Build the model without random init and assign the memory-mapped tensors (cast only when dtypes differ).
+
+    The native encoder is tried first for feature-extraction and text-classification (phases "import_torch",
+    "load_weights": map and cast, "build_model": build and assign); otherwise, or with
+    TORCH_IMPLEMENTATION=transformers, the transformers class is built (phases "import_torch",
+    "import_transformers", "build_model", "load_weights"). A bundle the native encoder declines costs one extra map
+    of the tensors (and a cast when stored in another dtype), no transformers import.
+
+    Raises:
+        EngineError: TORCH_IMPLEMENTATION has a value other than auto or transformers.
+        BundleCorruptError: the bundle names a model class this runtime does not build, or its tensors do not fit.
+    """
     m = bundle.manifest
+    requested = os.environ.get("TORCH_IMPLEMENTATION", "") or "auto"
+    if requested not in IMPLEMENTATIONS:
+        raise EngineError(
+            f"TORCH_IMPLEMENTATION={requested!r} is not an implementation; choose {' or '.join(IMPLEMENTATIONS)}"
+        )
     with phase("import_torch"):
         import torch
     if threads:
@@ -48,6 +79,20 @@ def build_torch_engine(
             torch.set_num_interop_threads(1)
         except RuntimeError:  # already set: a second engine in the same process
             pass
+    if requested == "auto" and m["task"] in ("feature-extraction", "text-classification"):
+        with phase("load_weights"):
+            tensors = _in_dtype(bundle.tensors(), getattr(torch, dtype))
+        with phase("build_model"):  # on the meta device, then the mapped tensors assigned in place
+            from runtime.engines.native_encoder import build_native_encoder
+
+            values = json.loads(bundle.read_file("config.json"))
+            native = build_native_encoder(values, tensors, m["task"], m.get("architecture", ""))
+            if native is not None:
+                native.requires_grad_(False)
+                if device != "cpu":
+                    native.to(device)
+        if native is not None:
+            return TorchEngine(native, device, OUTPUTS[m["task"]], implementation="native")
     with phase("import_transformers"):
         import transformers
         from transformers.initialization import no_init_weights
@@ -65,8 +110,7 @@ def build_torch_engine(
                 config = transformers.AutoConfig.for_model(**values)
                 model = getattr(transformers, auto).from_config(config, dtype=getattr(torch, dtype))
     with phase("load_weights"):
-        target = getattr(torch, dtype)
-        tensors = {k: (v.to(target) if v.is_floating_point() and v.dtype != target else v) for k, v in bundle.tensors().items()}
+        tensors = _in_dtype(bundle.tensors(), getattr(torch, dtype))
         try:
             model.load_state_dict(tensors, strict=True, assign=True)
         except RuntimeError as e:
@@ -75,7 +119,12 @@ def build_torch_engine(
         model.eval()
         if device != "cpu":
             model.to(device)
-    return TorchEngine(model, device, OUTPUTS[m["task"]])
+    return TorchEngine(model, device, OUTPUTS[m["task"]], implementation="transformers")
+
+
+def _in_dtype(tensors: dict[str, Any], target: Any) -> dict[str, Any]:
+    """Floating tensors cast to the compute dtype; the others (and those already in it) stay views of the mmap."""
+    return {k: (v.to(target) if v.is_floating_point() and v.dtype != target else v) for k, v in tensors.items()}
 
 
 def _model_class(model_type: str, architecture: str) -> Any:
