@@ -97,7 +97,7 @@ def test_minilm_ort_bundle_is_verified_on_both_engines_and_serves_either(minilm_
     from bundle_builder.verify import verify_bundle
 
     report = verify_bundle(minilm_ort_bundle)
-    assert list(report.engines) == ["torch", "onnxruntime"]
+    assert list(report.engines) == ["torch", "torch/transformers", "onnxruntime"]  # native and transformers torch
     assert all(c.ok and c.metric == "min_cosine" for c in report.engines.values())
     assert report.check is report.engines["onnxruntime"]  # the bundle's default engine
     assert report.describe().startswith("torch min_cosine=") and "; onnxruntime min_cosine=" in report.describe()
