@@ -58,8 +58,8 @@ def build_torch_engine(
     The native encoder is tried first for feature-extraction and text-classification (phases "import_torch",
     "load_weights": map and cast, "build_model": build and assign); otherwise, or with
     TORCH_IMPLEMENTATION=transformers, the transformers class is built (phases "import_torch",
-    "import_transformers", "build_model", "load_weights"). A bundle the native encoder declines costs one extra map
-    of the tensors (and a cast when stored in another dtype), no transformers import.
+    "import_transformers", "build_model", "load_weights"). A bundle the native encoder declines goes on to the
+    transformers class with the same mapped (and cast) tensors.
 
     Raises:
         EngineError: TORCH_IMPLEMENTATION has a value other than auto or transformers.
@@ -79,13 +79,14 @@ def build_torch_engine(
             torch.set_num_interop_threads(1)
         except RuntimeError:  # already set: a second engine in the same process
             pass
+    values = json.loads(bundle.read_file("config.json"))
+    tensors = None
     if requested == "auto" and m["task"] in ("feature-extraction", "text-classification"):
         with phase("load_weights"):
             tensors = _in_dtype(bundle.tensors(), getattr(torch, dtype))
         with phase("build_model"):  # on the meta device, then the mapped tensors assigned in place
             from runtime.engines.native_encoder import build_native_encoder
 
-            values = json.loads(bundle.read_file("config.json"))
             native = build_native_encoder(values, tensors, m["task"], m.get("architecture", ""))
             if native is not None:
                 native.requires_grad_(False)
@@ -100,7 +101,6 @@ def build_torch_engine(
         auto = m["auto_class"]
         if auto not in AUTO_CLASSES:
             raise BundleCorruptError(f"{bundle.path} names model class {auto!r}; this runtime builds {AUTO_CLASSES}")
-        values = json.loads(bundle.read_file("config.json"))
         cls = _model_class(values.get("model_type", ""), m.get("architecture", ""))
         with no_init_weights():
             if cls is not None:  # the class Auto*.from_config would pick, without the Auto mappings
@@ -110,7 +110,8 @@ def build_torch_engine(
                 config = transformers.AutoConfig.for_model(**values)
                 model = getattr(transformers, auto).from_config(config, dtype=getattr(torch, dtype))
     with phase("load_weights"):
-        tensors = _in_dtype(bundle.tensors(), getattr(torch, dtype))
+        if tensors is None:
+            tensors = _in_dtype(bundle.tensors(), getattr(torch, dtype))
         try:
             model.load_state_dict(tensors, strict=True, assign=True)
         except RuntimeError as e:
