@@ -108,12 +108,12 @@ def ensure_engine_bundle(
         build_s = _build(model_dir, path, options, what=f"build the {engine}-engine bundle", workdir=workdir)
         _replace_stale(path, f"{stem}-*.bundle")
     from runtime.bundle import read_bundle  # stdlib + numpy only: the format reader, no torch
+    from runtime.manifest import parse_manifest
 
     b = read_bundle(path, verify_hash=False)  # complete by construction (.part rename); the handler checks it
-    if b.manifest.get("engine", "torch") != engine:
-        raise BenchError(
-            f"{path} was built for engine {b.manifest.get('engine')!r}, not {engine!r}; delete it and run again"
-        )
+    built_for = parse_manifest(b.manifest, str(path)).engine
+    if built_for != engine:
+        raise BenchError(f"{path} was built for engine {built_for!r}, not {engine!r}; delete it and run again")
     return {"path": str(path), "sha256": b.sha256, "cached": cached, "build_s": build_s, "size_bytes": b.size_bytes}
 
 

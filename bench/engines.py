@@ -62,35 +62,36 @@ class NaiveEngine:
 
 
 class HandlerEngine:
-    """This project's handler: `import handler` runs init (bundle from MODEL_BUNDLE); each call is a direct invoke."""
+    """This project's function: Function.load is the container's init (what `import handler` runs); each call is a
+    direct invoke through Function.handle, as handler.handler makes it."""
 
     name = "handler"
 
     def __init__(self, bundle: str, *, threads: int, expect_engine: str | None = None) -> None:
-        os.environ["MODEL_BUNDLE"] = bundle
-        os.environ["NUM_THREADS"] = str(threads)
-        os.environ.pop("RESULTS_QUEUE_URL", None)  # SQS results go to the log (stdout, silenced by the runner)
-        os.environ.pop("ENGINE", None)  # the bundle's own engine answers (ENGINE=auto); checked per response
-        import handler
+        from runtime.function import Function
+        from runtime.settings import Settings
 
-        self._module = handler
+        # the bundle's own engine answers (ENGINE=auto, checked per response); SQS results go to the log (stdout,
+        # silenced by the runner): no RESULTS_QUEUE_URL
+        self._function = Function.load(Settings(model_bundle=bundle, num_threads=threads))
+        self._bundle = bundle
         self._expect = expect_engine
         self.last_response: dict[str, Any] = {}
 
     def _context(self) -> Any:
-        return self._module.LocalContext()
+        return _Context()
 
     def embed(self, text: str, parameters: dict[str, Any] | None = None) -> list[float]:
         event: dict[str, Any] = {"inputs": text}
         if parameters:
             event["parameters"] = parameters
-        r = self.last_response = self._module.handler(event, self._context())
+        r = self.last_response = self._function.handle(event, self._context())
         if self._expect and r.get("model", {}).get("engine") != self._expect:
             from bench.measure import BenchError
 
             got = r.get("model", {}).get("engine")
             raise BenchError(
-                f"the handler on {os.environ['MODEL_BUNDLE']} answered with engine {got!r}, expected "
+                f"the handler on {self._bundle} answered with engine {got!r}, expected "
                 f"{self._expect!r}; the bundle was built for another engine or ENGINE overrides it"
             )
         return r["outputs"]
@@ -111,7 +112,7 @@ class HandlerEngine:
             }
             for i, body in enumerate(bodies)
         ]
-        response = self._module.handler({"Records": records}, self._context())
+        response = self._function.handle({"Records": records}, self._context())
         return len(response["batchItemFailures"])
 
     def implementation(self) -> str | None:
@@ -120,13 +121,7 @@ class HandlerEngine:
         model = self.last_response.get("model", {})
         if model.get("implementation"):
             return str(model["implementation"])
-        engine = getattr(getattr(getattr(self._module, "PREDICTOR", None), "loaded", None), "engine", None)
-        if getattr(engine, "implementation", None):
-            return str(engine.implementation)
-        session = getattr(engine, "_session", None)
-        if session is not None and hasattr(session, "get_providers"):
-            return "+".join(session.get_providers())
-        return None
+        return str(self._function.predictor.model.engine.implementation)
 
     def describe(self) -> dict[str, Any]:
         r = self.last_response
@@ -195,6 +190,18 @@ def _max_seq_length(model_dir: str) -> int:
         return int(json.loads(cfg.read_text())["max_seq_length"])
     except (OSError, KeyError, ValueError):
         return 256
+
+
+class _Context:
+    """What awslambdaric passes: the fields the function reads."""
+
+    function_name = "bench"
+
+    def __init__(self) -> None:
+        self.aws_request_id = f"bench-{uuid.uuid4()}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
 
 
 def build_engine(name: str, spec: dict[str, Any]) -> Engine:

@@ -58,16 +58,12 @@ def bench_generation(
     import torch
     import transformers
 
-    from runtime.loader import load_model
     from runtime.predictor import Predictor
     from runtime.settings import Settings
-    from runtime.tasks import make_task
     from runtime.timing import StageTimer
 
     threads = threads or torch.get_num_threads()
-    settings = Settings(model_bundle=str(bundle_path), device="cpu", canary=False, num_threads=threads)
-    loaded = load_model(bundle_path, device="cpu", threads=threads)
-    predictor = Predictor(loaded=loaded, task=make_task(loaded, settings), settings=settings, threads=threads)
+    predictor = Predictor.load(Settings(model_bundle=str(bundle_path), device="cpu", canary=False, num_threads=threads))
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(source_folder))
     config = transformers.AutoConfig.from_pretrained(str(source_folder))
@@ -82,9 +78,10 @@ def bench_generation(
 
     def ours() -> dict[str, Any]:
         timer = StageTimer()
-        outputs, extra = predictor.predict([prompt], dict(params), timer)
+        prediction = predictor.predict([prompt], dict(params), timer=timer)
         total_ms = timer.stages_ns["inference"] / 1e6
-        return _row(extra["generated_tokens"], extra["time_to_first_token_ms"], total_ms, outputs[0]["generated_text"])
+        text = prediction.outputs[0]["generated_text"]
+        return _row(prediction.generated_tokens, prediction.time_to_first_token_ms, total_ms, text)
 
     def peer() -> dict[str, Any]:
         clock = _FirstTokenStreamer()

@@ -92,23 +92,25 @@ def _median(values: list[float]) -> float:
 
 def _read_golden(bundle: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from runtime.bundle import read_bundle
+    from runtime.manifest import parse_manifest
 
     b = read_bundle(bundle)
-    m = b.manifest
-    if m.get("task") != "feature-extraction":
+    m = parse_manifest(b.manifest, str(bundle))
+    if m.task != "feature-extraction":
         raise BenchError(
-            f"{bundle} holds a {m.get('task')!r} model; this benchmark compares sentence embeddings (feature-extraction)"
+            f"{bundle} holds a {m.task!r} model; this benchmark compares sentence embeddings (feature-extraction)"
         )
-    return m["golden"], {
+    golden = [{"input": g.input, "parameters": dict(g.parameters), "output": g.output} for g in m.golden]
+    return golden, {
         "path": str(bundle),
-        "name": m["name"],
-        "task": m["task"],
-        "engine": m.get("engine", "torch"),
-        "max_length": m.get("max_length"),
+        "name": m.name,
+        "task": m.task,
+        "engine": m.engine,
+        "max_length": m.max_length,
         "sha256": b.sha256,
         "weights_bytes": b.tensor_bytes(),
         "size_bytes": b.size_bytes,
-        "dtype": m["dtype"],
+        "dtype": m.dtype,
     }
 
 

@@ -15,7 +15,7 @@ from bundle_builder.sources import Source, read_source
 from bundle_builder.verify import VerifyReport, verify_bundle
 from runtime.bundle import FORMAT, FORMAT_VERSION, write_bundle
 from runtime.engines import ENGINES
-from runtime.loader import ONNX_FILE
+from runtime.engines import ONNX_FILE
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")

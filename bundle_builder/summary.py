@@ -6,36 +6,37 @@ import os
 from typing import Any
 
 from runtime.bundle import FORMAT, read_bundle
+from runtime.manifest import parse_manifest
 
 
 def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read (and hash-check) a bundle; return the facts `inspect --json` prints."""
     bundle = read_bundle(path)
-    m = bundle.manifest
+    m = parse_manifest(bundle.manifest, str(bundle.path))
     out: dict[str, Any] = {
         "format": FORMAT,
         "format_version": bundle.format_version,
-        "name": m["name"],
-        "task": m["task"],
-        "model_type": m["model_type"],
-        "architecture": m["architecture"],
+        "name": m.name,
+        "task": m.task,
+        "model_type": m.model_type,
+        "architecture": m.architecture,
         "sha256": bundle.sha256,
-        "dtype": m["dtype"],
-        "num_parameters": m["num_parameters"],
+        "dtype": m.dtype,
+        "num_parameters": m.num_parameters,
         "size_bytes": bundle.size_bytes,
         "weights_bytes": bundle.tensor_bytes(),
-        "max_length": m["max_length"],
-        "engine": m.get("engine", "torch"),
-        "compiled": m.get("compiled"),
-        "versions": m["versions"],
+        "max_length": m.max_length,
+        "engine": m.engine,
+        "compiled": m.compiled,
+        "versions": dict(m.versions),
         "files": bundle.file_names,
-        "golden": [{"input": g["input"], "output": _short(g["output"])} for g in m["golden"]],
+        "golden": [{"input": g.input, "output": _short(g.output)} for g in m.golden],
     }
-    if m["task"] == "text-classification":
-        out["labels"] = m["labels"]
-        out["problem_type"] = m["problem_type"]
-    if m["task"] == "feature-extraction":
-        out["pooling"] = m["pooling"]
+    if m.labels:
+        out["labels"] = list(m.labels)
+        out["problem_type"] = m.problem_type
+    if m.pooling is not None:
+        out["pooling"] = {"mode": m.pooling.mode, "normalize": m.pooling.normalize}
     return out
 
 

@@ -34,9 +34,11 @@ def verify_bundle(path: str | os.PathLike[str]) -> VerifyReport:
         VerifyError: an engine's outputs drifted from the golden examples; the message names the engine.
     """
     from runtime.bundle import read_bundle
-    from runtime.loader import ONNX_FILE
+    from runtime.engines import ONNX_FILE
+    from runtime.manifest import parse_manifest
 
     bundle = read_bundle(path)
+    manifest = parse_manifest(bundle.manifest, str(bundle.path))
     names = ["torch", "onnxruntime"] if bundle.has_file(ONNX_FILE) else ["torch"]
     engines: dict[str, GoldenCheck] = {}
     for name in names:
@@ -46,26 +48,15 @@ def verify_bundle(path: str | os.PathLike[str]) -> VerifyReport:
     for name, check in engines.items():
         if not check.ok:
             raise VerifyError(f"{path}: golden examples drifted on the {name} engine: {check.describe()}")
-    default = bundle.manifest.get("engine", "torch")
-    examples = len(bundle.manifest["golden"])
-    return VerifyReport(sha256=bundle.sha256, examples=examples, check=engines[default], engines=engines)
+    return VerifyReport(
+        sha256=bundle.sha256, examples=len(manifest.golden), check=engines[manifest.engine], engines=engines
+    )
 
 
 def _check(path: str | os.PathLike[str], engine: str, *, implementation: str = "auto") -> tuple[GoldenCheck, str]:
-    from runtime.loader import load_model
     from runtime.predictor import Predictor
     from runtime.settings import Settings
-    from runtime.tasks import make_task
 
-    settings = Settings(model_bundle=str(path), device="cpu", engine=engine)
-    before = os.environ.get("TORCH_IMPLEMENTATION")
-    os.environ["TORCH_IMPLEMENTATION"] = implementation
-    try:
-        loaded = load_model(path, device="cpu", engine=engine, verify_hash=False)  # hashed once, by the caller
-    finally:
-        if before is None:
-            os.environ.pop("TORCH_IMPLEMENTATION")
-        else:
-            os.environ["TORCH_IMPLEMENTATION"] = before
-    predictor = Predictor(loaded=loaded, task=make_task(loaded, settings), settings=settings, threads=0)
-    return predictor.check_golden(), getattr(loaded.engine, "implementation", engine)
+    settings = Settings(model_bundle=str(path), device="cpu", engine=engine, torch_implementation=implementation)
+    predictor = Predictor.load(settings, verify_hash=False)  # hashed once, by the caller
+    return predictor.check_golden(), predictor.model.engine.implementation

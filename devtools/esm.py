@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from devtools.moto_sqs import queue_depth
 from devtools.rie import InvokeResult
 
 # System attributes Lambda puts in a record's "attributes" (the last four only when SQS sets them).
@@ -35,7 +37,7 @@ class EsmError(RuntimeError):
 
 
 class DrainTimeout(TimeoutError):
-    """run_until_drained ran out of time or polls; ``report`` holds what was done until then."""
+    """run_until_drained or poll_until_delivered ran out of time; ``report`` holds what was done until then."""
 
     def __init__(self, message: str, report: DrainReport) -> None:
         super().__init__(message)
@@ -137,14 +139,6 @@ def judge_response(result: InvokeResult, message_ids: Sequence[str]) -> tuple[fr
     return frozenset(kept), None
 
 
-def queue_depth(sqs: Any, queue_url: str) -> int:
-    """Messages still in the queue: visible + in flight + delayed."""
-    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
-    return sum(int(v) for v in attrs.values())
-
-
 class EventSourceMapping:
     """Poll one queue and feed batches to a function, like Lambda's SQS trigger with ReportBatchItemFailures.
 
@@ -207,6 +201,39 @@ class EventSourceMapping:
                                f"outlast the visibility timeout ({self.visibility_timeout_s} s)?")
         return BatchOutcome(message_ids=message_ids, deleted=tuple(r["messageId"] for r in to_delete),
                             kept=tuple(mid for mid in message_ids if mid in kept), failure=failure, result=result)
+
+    def poll_until_delivered(self, message_ids: Iterable[str], *, times: int = 1,
+                             timeout_s: float = 10.0) -> list[BatchOutcome]:
+        """Poll until each of ``message_ids`` has been in ``times`` invoked batches; return every batch's outcome.
+
+        One receive may return fewer messages than asked for (SQS and moto both do; moto makes the messages of
+        one batch visible again at slightly different instants), so messages sent or failed together can
+        arrive over several polls. Other messages that arrive meanwhile are handled like any poll handles them.
+
+        Raises:
+            DrainTimeout: some message was not delivered ``times`` times within ``timeout_s`` (deleted, in the DLQ,
+                or still in flight); ``report`` holds the outcomes until then.
+        """
+        wanted = Counter({mid: times for mid in message_ids})
+        delivered: Counter[str] = Counter()
+        report = DrainReport()
+        start = time.monotonic()
+        while True:
+            missing = wanted - delivered
+            if not missing:
+                report.elapsed_s = time.monotonic() - start
+                return report.outcomes
+            if time.monotonic() - start > timeout_s:
+                break
+            outcome = self.poll_once()
+            if outcome is None:
+                time.sleep(self.idle_sleep_s)
+                continue
+            report.outcomes.append(outcome)
+            delivered.update(outcome.message_ids)
+        report.elapsed_s = time.monotonic() - start
+        raise DrainTimeout(f"{self.queue_url}: after {report.elapsed_s:.1f} s and {len(report.outcomes)} batches, "
+                           f"{sorted(missing)} still short of {times} deliveries (got {dict(delivered)})", report)
 
     def run_until_drained(self, *, timeout_s: float = 60.0, max_polls: int = 10_000) -> DrainReport:
         """Poll until the queue holds no message (visible, in flight or delayed).

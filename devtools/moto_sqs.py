@@ -8,6 +8,9 @@
 moto moves a message to the DLQ during a ReceiveMessage that finds it visible with ApproximateReceiveCount
 >= maxReceiveCount, so something has to keep receiving (the event source mapping does) for poison messages
 to land there. Credentials are dummies; nothing here can reach AWS.
+
+A ReceiveMessage may return fewer messages than asked for (SQS and moto both do), so a reader that expects n
+messages receives until it has them or a deadline passes: receive_until(sqs, url, n), drain_queue(sqs, url).
 """
 
 from __future__ import annotations
@@ -153,22 +156,84 @@ def queue_arn(sqs: Any, queue_url: str) -> str:
     return sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
 
-def drain_queue(sqs: Any, queue_url: str, *, max_empty_receives: int = 2) -> list[dict[str, Any]]:
-    """Receive and delete every visible message; return them (``MessageId``, ``Body``, ``Attributes``).
+def queue_depth(sqs: Any, queue_url: str) -> int:
+    """Messages still in the queue: visible + in flight + delayed."""
+    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    return sum(int(v) for v in attrs.values())
 
-    For reading the results queue and the DLQ in tests: stops after ``max_empty_receives`` empty answers.
+
+def receive_until(sqs: Any, queue_url: str, count: int, *, timeout_s: float = 10.0, delete: bool = False,
+                  visibility_timeout_s: int | None = None, idle_sleep_s: float = 0.05) -> list[dict[str, Any]]:
+    """Receive until ``count`` distinct messages have arrived or ``timeout_s`` has passed; return them, in order.
+
+    A ReceiveMessage may return fewer messages than it asks for, and none at all while messages wait (SQS samples
+    its servers; moto returns only those visible at that instant, and the messages of one batch become visible
+    again at slightly different instants). So a consumer that needs n messages receives until it has them.
+    The caller asserts on what came back: at the deadline this returns what it has, which may be fewer.
+
+    Args:
+        sqs: a client from :func:`sqs_client`.
+        queue_url: the queue to read.
+        count: how many distinct messages (by ``MessageId``) to wait for.
+        timeout_s: the deadline; receives use WaitTimeSeconds=0 and sleep ``idle_sleep_s`` after an empty one.
+        delete: delete each batch once received (else the messages stay in flight for their visibility timeout).
+        visibility_timeout_s: VisibilityTimeout for each receive; None uses the queue's. Without ``delete``, keep
+            it longer than ``timeout_s`` so a message is not received twice (a second receive is not counted).
+    """
+    messages: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(messages) < count and time.monotonic() < deadline:
+        got = _receive(sqs, queue_url, min(10, count - len(messages)), visibility_timeout_s)
+        if not got:
+            time.sleep(idle_sleep_s)
+            continue
+        for m in got:
+            messages.setdefault(m["MessageId"], m)
+        if delete:
+            _delete(sqs, queue_url, got)
+    return list(messages.values())
+
+
+def drain_queue(sqs: Any, queue_url: str, *, timeout_s: float = 10.0,
+                idle_sleep_s: float = 0.05) -> list[dict[str, Any]]:
+    """Receive and delete until the queue holds no message; return them (``MessageId``, ``Body``, ``Attributes``).
+
+    For reading the results queue and the DLQ in tests. An empty receive alone does not mean the queue is empty
+    (see :func:`receive_until`): this stops once an empty receive finds :func:`queue_depth` 0, which, as every
+    message received is deleted, means every message has been read.
+
+    Raises:
+        TimeoutError: messages are still in the queue after ``timeout_s`` (in flight elsewhere, or arriving).
     """
     messages: list[dict[str, Any]] = []
-    empty = 0
-    while empty < max_empty_receives:
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                  MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"]
-                                  ).get("Messages", [])
-        if not got:
-            empty += 1
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = _receive(sqs, queue_url, 10, None)
+        if got:
+            messages.extend(got)
+            _delete(sqs, queue_url, got)
             continue
-        empty = 0
-        messages.extend(got)
-        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
-    return messages
+        left = queue_depth(sqs, queue_url)
+        if left == 0:
+            return messages
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{queue_url} still holds {left} messages after {timeout_s} s of draining "
+                               f"({len(messages)} read)")
+        time.sleep(idle_sleep_s)
+
+
+def _receive(sqs: Any, queue_url: str, max_messages: int, visibility_timeout_s: int | None) -> list[dict[str, Any]]:
+    receive: dict[str, Any] = {"QueueUrl": queue_url, "MaxNumberOfMessages": max_messages, "WaitTimeSeconds": 0,
+                               "MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"]}
+    if visibility_timeout_s is not None:
+        receive["VisibilityTimeout"] = visibility_timeout_s
+    return sqs.receive_message(**receive).get("Messages", [])
+
+
+def _delete(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
+    answer = sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+    if answer.get("Failed"):
+        raise RuntimeError(f"SQS refused to delete {answer['Failed']!r} from {queue_url}")

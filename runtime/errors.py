@@ -14,10 +14,13 @@ ServingError                      base: everything the function raises on purpos
     └── InternalError             500: an unexpected failure; the caller gets the request id, the log the trace
 
 Direct invokes raise RequestError subclasses so that the caller sees the class name as `errorType`
-(Step Functions can catch it by name); HTTP triggers turn them into a status code.
+(Step Functions can catch it by name); HTTP triggers turn them into a status code (runtime/responses.py renders
+both); SQS records that raise one are reported in batchItemFailures.
 """
 
 from __future__ import annotations
+
+import logging
 
 
 class ServingError(Exception):
@@ -45,9 +48,17 @@ class BundleCorruptError(BundleError):
 
 
 class RequestError(ServingError):
-    """A request was wrong; `status` is the HTTP status it is answered with."""
+    """A request was wrong; `status` is the HTTP status it is answered with, `error_type` the name callers see."""
 
     status: int = 400
+
+    @property
+    def error_type(self) -> str:
+        return type(self).__name__
+
+    def describe(self) -> str:
+        """"ErrorType: message", as the log line and the CLI show it."""
+        return f"{self.error_type}: {self}"
 
 
 class InvalidInputError(RequestError):
@@ -68,3 +79,11 @@ class InvalidParametersError(RequestError):
 
 class InternalError(RequestError):
     status = 500
+
+
+def as_request_error(error: Exception, request_id: str, logger: logging.Logger) -> RequestError:
+    """A RequestError as it is; anything else is logged with its trace and becomes an InternalError without internals."""
+    if isinstance(error, RequestError):
+        return error
+    logger.error("internal error", exc_info=error, extra={"fields": {"request_id": request_id}})
+    return InternalError(f"internal error while answering request {request_id}; the function's log has the details")

@@ -1,4 +1,7 @@
-"""Compare outputs with the golden examples stored at build time (the init canary and `bundle_builder verify`)."""
+"""Compare outputs with the golden examples stored at build time (the init canary and `bundle_builder verify`).
+
+Each task's `compare` picks its metric from here; the limits follow the coarser of the storage and compute dtype.
+"""
 
 from __future__ import annotations
 
@@ -30,29 +33,33 @@ class GoldenCheck:
         return f"{self.metric}={self.value:.6g} (limit {self.limit:g})"
 
 
-def _cosine(a: list[float], b: list[float]) -> float:
+def cosine(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b))
     na = math.sqrt(sum(x * x for x in a))
     nb = math.sqrt(sum(y * y for y in b))
     return dot / (na * nb) if na and nb else float(a == b)
 
 
-def compare(task: str, storage_dtype: str, expected: list[Any], actual: list[Any]) -> GoldenCheck:
-    """Largest difference between expected and actual outputs (one per golden example) for `task`."""
-    if task == "feature-extraction":
-        value = min(_cosine(e, a) for e, a in zip(expected, actual))
-        limit = EMBEDDING_MIN_COSINE[storage_dtype]
-        return GoldenCheck("min_cosine", value, limit, value >= limit)
-    if task == "text-classification":
-        worst = 0.0
-        for e, a in zip(expected, actual):
-            got = {d["label"]: d["score"] for d in a}
-            worst = max([worst, *(abs(d["score"] - got.get(d["label"], math.inf)) for d in e)])
-        limit = CLASSIFICATION_MAX_ABS[storage_dtype]
-        return GoldenCheck("max_abs_diff", worst, limit, worst <= limit)
-    if task == "text-generation":
-        same = sum(e["generated_text"] == a["generated_text"] for e, a in zip(expected, actual)) / max(len(expected), 1)
-        # Greedy text must match exactly from fp32 weights; half-precision storage may flip a near-tie token.
-        limit = 1.0 if storage_dtype == "float32" else 0.0
-        return GoldenCheck("text_match", same, limit, same >= limit)
-    raise ValueError(f"no golden comparison for task {task!r}")
+def min_cosine(expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
+    """Vectors: the smallest cosine similarity between expected and actual."""
+    value = min(cosine(e, a) for e, a in zip(expected, actual))
+    limit = EMBEDDING_MIN_COSINE[precision]
+    return GoldenCheck("min_cosine", value, limit, value >= limit)
+
+
+def max_label_score_diff(expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
+    """[{"label", "score"}, ...] lists: the largest score difference of a label (a missing label is infinitely off)."""
+    worst = 0.0
+    for e, a in zip(expected, actual):
+        got = {d["label"]: d["score"] for d in a}
+        worst = max([worst, *(abs(d["score"] - got.get(d["label"], math.inf)) for d in e)])
+    limit = CLASSIFICATION_MAX_ABS[precision]
+    return GoldenCheck("max_abs_diff", worst, limit, worst <= limit)
+
+
+def text_match(expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
+    """{"generated_text"} outputs: the share that is identical."""
+    same = sum(e["generated_text"] == a["generated_text"] for e, a in zip(expected, actual)) / max(len(expected), 1)
+    # Greedy text must match exactly from fp32 weights; half-precision storage may flip a near-tie token.
+    limit = 1.0 if precision == "float32" else 0.0
+    return GoldenCheck("text_match", same, limit, same >= limit)

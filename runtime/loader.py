@@ -1,4 +1,4 @@
-"""Bundle path -> ready engine + tokenizer + task metadata, each load phase timed.
+"""Bundle path -> ready engine + tokenizer + parsed manifest, each load phase timed.
 
 The torch engine builds the model from its config with weight initialisation switched off, then assigns the
 memory-mapped bundle tensors in place (no random init, no copy when the stored dtype is the compute dtype).
@@ -15,28 +15,26 @@ from pathlib import Path
 from typing import Any
 
 from runtime.bundle import Bundle, read_bundle
-from runtime.engines import EngineError, choose_engine
-from runtime.tokenizer import TextTokenizer, TokenizerSpec
+from runtime.engines import ONNX_FILE, Engine, EngineOptions, build_engine, choose_engine
+from runtime.manifest import Manifest, parse_manifest
+from runtime.tokenizer import TextTokenizer
 
-ONNX_FILE = "model.onnx"
+__all__ = ["ONNX_FILE", "LoadedModel", "load_model"]
 
 
 @dataclass
 class LoadedModel:
     bundle: Bundle
-    engine: Any  # see runtime.engines
+    manifest: Manifest
+    engine: Engine
     tokenizer: TextTokenizer
     device: str
     dtype: str
     phases_ms: dict[str, float] = field(default_factory=dict)
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        return self.bundle.manifest
-
-    @property
     def task(self) -> str:
-        return self.bundle.manifest["task"]
+        return self.manifest.task
 
     @property
     def model(self) -> Any:
@@ -44,31 +42,20 @@ class LoadedModel:
         return self.engine.model
 
 
-def compute_dtype(stored: str, device: str, cuda_dtype: str = "float16") -> str:
-    """fp32 on a CPU whatever the storage (fp16 matmuls on a CPU are ~27x slower); the chosen half type on CUDA."""
-    if device.startswith("cuda"):
-        return cuda_dtype
-    return "float32"
-
-
 def load_model(
     path: str | os.PathLike[str],
     *,
-    device: str = "cpu",
-    cuda_dtype: str = "float16",
-    verify_hash: bool = True,
     engine: str = "auto",
-    threads: int = 0,
+    options: EngineOptions | None = None,
+    verify_hash: bool = True,
 ) -> LoadedModel:
-    """Open a bundle and build its engine and tokenizer.
+    """Open a bundle, parse its manifest, and build its engine and tokenizer.
 
     Args:
         path: the bundle file.
-        device: "cpu", "cuda[:N]" or "auto" (cuda when a GPU is visible; always cpu for the onnxruntime engine).
-        cuda_dtype: compute dtype on CUDA ("float16", "bfloat16" or "float32"); ignored on a CPU.
-        verify_hash: check the content hash (see read_bundle).
         engine: "auto" (the bundle's own), "torch" or "onnxruntime".
-        threads: intra-op threads for the engine; 0 leaves the library default.
+        options: device, dtype, threads and implementation (EngineOptions() when None: DEVICE=auto on a CPU).
+        verify_hash: check the content hash (see read_bundle).
 
     Returns:
         LoadedModel; `phases_ms` times "read_bundle", the engine's phases (torch: "import_torch", "load_weights",
@@ -77,8 +64,9 @@ def load_model(
 
     Raises:
         BundleError subclasses when the file is unusable or the engine cannot serve it (EngineError: the engine
-        cannot serve the bundle or the device).
+        cannot serve the bundle or the device; BundleCorruptError: a manifest field is missing or malformed).
     """
+    options = options or EngineOptions()
     phases: dict[str, float] = {}
 
     @contextmanager
@@ -91,34 +79,17 @@ def load_model(
 
     with phase("read_bundle"):
         bundle = read_bundle(Path(path), verify_hash=verify_hash)
-    m = bundle.manifest
-    name = choose_engine(engine, m, bundle.has_file(ONNX_FILE))
-    if name == "onnxruntime":
-        from runtime.engines.onnx_engine import build_onnx_engine
-
-        if device not in ("auto", "cpu"):
-            raise EngineError(
-                f"ENGINE=onnxruntime runs on the CPU, but DEVICE={device!r}; set DEVICE=cpu (or auto), or ENGINE=torch"
-            )
-        device, dtype = "cpu", "float32"
-        built = build_onnx_engine(bundle, threads=threads, phase=phase)
-    else:
-        from runtime.engines.torch_engine import build_torch_engine
-
-        device = resolve_device(device)
-        dtype = compute_dtype(m["dtype"], device, cuda_dtype)
-        built = build_torch_engine(bundle, device=device, dtype=dtype, threads=threads, phase=phase)
+        manifest = parse_manifest(bundle.manifest, str(bundle.path))
+    name = choose_engine(engine, manifest, bundle.has_file(ONNX_FILE))
+    built = build_engine(name, bundle, manifest, options, phase)
     with phase("tokenizer"):
-        tokenizer = TextTokenizer(bundle.read_file("tokenizer.json"), TokenizerSpec.from_manifest(m["tokenizer"]))
-    return LoadedModel(bundle=bundle, engine=built, tokenizer=tokenizer, device=device, dtype=dtype, phases_ms=phases)
-
-
-def resolve_device(requested: str) -> str:
-    """DEVICE=auto -> cuda when a GPU is visible (torch is imported only to ask), else cpu."""
-    if requested != "auto":
-        return requested
-    if not os.path.exists("/dev/nvidia0") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+        tokenizer = TextTokenizer(bundle.read_file("tokenizer.json"), manifest.tokenizer)
+    return LoadedModel(
+        bundle=bundle,
+        manifest=manifest,
+        engine=built.engine,
+        tokenizer=tokenizer,
+        device=built.device,
+        dtype=built.dtype,
+        phases_ms=phases,
+    )

@@ -1,6 +1,12 @@
 """Structured JSON logs: one line per invocation, carrying CloudWatch embedded-metric-format (EMF) metrics.
 
-CloudWatch turns the `_aws` block of a log line into metrics with no API call: ColdStart, InitMs, InferenceMs.
+CloudWatch turns the `_aws` block of a log line into metrics with no API call:
+    ColdStart    1 on the first invocation of a container, else 0
+    InitMs       the container's init (cold invocations only)
+    InferenceMs  time in the model's forward passes (only when the model ran; summed over an SQS batch's passes)
+    RequestMs    the whole invocation
+    Errors       requests answered with an error, or SQS records reported as failures
+    Records      SQS records in the batch (SQS only)
 Hand-written rather than aws-lambda-powertools to keep init imports small (see README, "Logs and metrics").
 """
 
@@ -8,12 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
-
-NAMESPACE = os.environ.get("METRICS_NAMESPACE", "HfLambda")
 
 
 class _JsonFormatter(logging.Formatter):
@@ -52,19 +56,37 @@ def get_logger(level: str = "INFO") -> logging.Logger:
     return logger
 
 
-def emf(metrics: dict[str, tuple[float, str]], dimensions: dict[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class InvocationLog:
+    """What the one log line of an invocation says."""
+
+    kind: str  # EventKind value
+    request_id: str
+    status: str  # "ok", an HTTP status, an errorType, or "N failed of M" for SQS
+    cold_start: bool
+    init_total_ms: float
+    timing: dict[str, Any]  # the answer's timing, or {"cold_start", "init_ms", "request_ms"} when there is none
+    request_ms: float  # the whole invocation
+    inference_ms: float | None  # None: the model did not run
+    errors: int  # 1 for an error answer, failed records for SQS
+    records: int | None = None  # SQS
+    error: str | None = None  # "ErrorType: message"
+
+
+def emf(metrics: dict[str, tuple[float, str]], dimensions: dict[str, str], namespace: str) -> dict[str, Any]:
     """The `_aws` block plus metric values and dimensions, to merge into one log line.
 
     Args:
         metrics: name -> (value, unit), e.g. {"InferenceMs": (3.2, "Milliseconds")}.
         dimensions: name -> value, e.g. {"function_name": "hf-model"}.
+        namespace: the CloudWatch namespace (METRICS_NAMESPACE).
     """
     return {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [
                 {
-                    "Namespace": NAMESPACE,
+                    "Namespace": namespace,
                     "Dimensions": [sorted(dimensions)],
                     "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in sorted(metrics.items())],
                 }
@@ -75,22 +97,26 @@ def emf(metrics: dict[str, tuple[float, str]], dimensions: dict[str, str]) -> di
     }
 
 
-def log_invocation(logger: logging.Logger, *, kind: str, request_id: str, status: str, timing: dict[str, Any], error: str | None = None) -> None:
+def log_invocation(logger: logging.Logger, entry: InvocationLog, *, namespace: str, function_name: str) -> None:
     """The one line per invocation: request id, event kind, outcome, timings, and the EMF metrics."""
-    cold = bool(timing.get("cold_start"))
     metrics = {
-        "ColdStart": (1.0 if cold else 0.0, "Count"),
-        "InferenceMs": (float(timing.get("request_ms", {}).get("inference", 0.0)), "Milliseconds"),
+        "ColdStart": (1.0 if entry.cold_start else 0.0, "Count"),
+        "RequestMs": (entry.request_ms, "Milliseconds"),
+        "Errors": (float(entry.errors), "Count"),
     }
-    if cold:
-        metrics["InitMs"] = (float(timing.get("init_ms", {}).get("total", 0.0)), "Milliseconds")
+    if entry.cold_start:
+        metrics["InitMs"] = (entry.init_total_ms, "Milliseconds")
+    if entry.inference_ms is not None:
+        metrics["InferenceMs"] = (entry.inference_ms, "Milliseconds")
+    if entry.records is not None:
+        metrics["Records"] = (float(entry.records), "Count")
     fields = {
-        "request_id": request_id,
-        "event_kind": kind,
-        "status": status,
-        "timing": timing,
-        **emf(metrics, {"function_name": os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "local")}),
+        "request_id": entry.request_id,
+        "event_kind": entry.kind,
+        "status": entry.status,
+        "timing": entry.timing,
+        **emf(metrics, {"function_name": function_name}, namespace),
     }
-    if error:
-        fields["error"] = error
+    if entry.error:
+        fields["error"] = entry.error
     logger.info("invocation", extra={"fields": fields})

@@ -1,20 +1,29 @@
-"""Every knob of the function, read from the environment once at init into one frozen dataclass."""
+"""Every knob of the function, read from the environment once at init into one frozen dataclass.
+
+This is the only module that reads environment variables; `set_library_environment` is the only place that writes
+them (for libraries that can be configured no other way).
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from runtime.engines import EngineOptions
 from runtime.errors import BundleError
+from runtime.request import Limits
+
+TORCH_IMPLEMENTATIONS = ("auto", "transformers")
 
 
 class SettingsError(BundleError):
     """An environment variable has a value the function cannot use (fatal at init)."""
 
 
-def _default_bundle() -> str:
-    return str(Path(os.environ.get("LAMBDA_TASK_ROOT", "/var/task")) / "model.bundle")
+def _default_bundle(env: dict[str, str]) -> str:
+    return str(Path(env.get("LAMBDA_TASK_ROOT") or "/var/task") / "model.bundle")
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,16 @@ class Settings:
     max_new_tokens: int = 256  # MAX_NEW_TOKENS: upper bound of parameters.max_new_tokens -> 422
     max_input_tokens: int = 0  # MAX_INPUT_TOKENS: prompt tokens for generation -> 413; 0 -> the bundle's max length
     log_level: str = "INFO"  # LOG_LEVEL
+    torch_implementation: str = "auto"  # TORCH_IMPLEMENTATION: auto (native encoder when it serves) | transformers
+    metrics_namespace: str = "HfLambda"  # METRICS_NAMESPACE: CloudWatch namespace of the EMF metrics
+    cuda_visible_devices: str = ""  # CUDA_VISIBLE_DEVICES (as the container has it): DEVICE=auto looks for a GPU
+    aws_lambda_function_name: str = "local"  # AWS_LAMBDA_FUNCTION_NAME (set by Lambda): the metrics' dimension
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """Build settings from `env` (default os.environ); a bad value raises SettingsError naming it."""
         env = dict(os.environ if env is None else env)
-        values: dict[str, object] = {"model_bundle": env.get("MODEL_BUNDLE") or _default_bundle()}
+        values: dict[str, object] = {"model_bundle": env.get("MODEL_BUNDLE") or _default_bundle(env)}
         for f in fields(cls):
             name = f.name.upper()
             if f.name == "model_bundle" or name not in env or env[name] == "":
@@ -63,7 +76,42 @@ class Settings:
             raise SettingsError(f"CUDA_DTYPE={settings.cuda_dtype!r}; use float16, bfloat16 or float32")
         if settings.max_batch_items < 1:
             raise SettingsError("MAX_BATCH_ITEMS must be at least 1")
+        if settings.torch_implementation not in TORCH_IMPLEMENTATIONS:
+            raise SettingsError(
+                f"TORCH_IMPLEMENTATION={settings.torch_implementation!r} is not an implementation; "
+                f"choose {' or '.join(TORCH_IMPLEMENTATIONS)}"
+            )
         return settings
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads: NUM_THREADS, or the CPUs this process may really use."""
+        return self.num_threads or usable_cpus()
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_body_bytes=self.max_body_bytes, max_items=self.max_batch_items, max_chars=self.max_input_chars)
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            device=self.device,
+            cuda_dtype=self.cuda_dtype,
+            threads=self.threads,
+            torch_implementation=self.torch_implementation,
+            cuda_visible=bool(self.cuda_visible_devices) or os.path.exists("/dev/nvidia0"),
+        )
+
+
+def set_library_environment() -> None:
+    """Offline and quiet, before any Hugging Face library is imported.
+
+    huggingface_hub, transformers and tokenizers read these variables from the environment at import or call time and
+    offer no other switch; HF_HOME points any cache they might open at /tmp, the only writable path on Lambda.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ.setdefault("HF_HOME", os.path.join(tempfile.gettempdir(), "huggingface"))
 
 
 def usable_cpus() -> int:

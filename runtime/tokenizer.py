@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class TokenizerSpec:
-    """What the builder recorded about the tokenizer (manifest["tokenizer"])."""
-
-    max_length: int
-    pad_token: str | None
-    pad_id: int | None
-    padding_side: str
-    model_input_names: tuple[str, ...]
-
-    @classmethod
-    def from_manifest(cls, m: dict[str, Any]) -> TokenizerSpec:
-        return cls(
-            max_length=int(m["max_length"]),
-            pad_token=m.get("pad_token"),
-            pad_id=m.get("pad_id"),
-            padding_side=m.get("padding_side", "right"),
-            model_input_names=tuple(m.get("model_input_names", ("input_ids", "attention_mask"))),
-        )
+from runtime.manifest import TokenizerManifest
 
 
 class TextTokenizer:
     """Encodes a list of texts into one padded batch, truncated to the bundle's max length."""
 
-    def __init__(self, tokenizer_json: bytes, spec: TokenizerSpec) -> None:
+    def __init__(self, tokenizer_json: bytes, spec: TokenizerManifest) -> None:
         from tokenizers import Tokenizer
 
         self.spec = spec

@@ -1,9 +1,8 @@
-"""Shared test helpers: the real events in events/, what each must produce, and loading the handler fresh."""
+"""Shared test helpers: the real events in events/, what each must produce, and loading a fresh Function."""
 
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -44,10 +43,10 @@ class FakeContext:
         return 30_000
 
 
-def fresh_handler(monkeypatch: Any, bundle: Path, **env: str) -> Any:
-    """Import handler.py anew (a new container's init) with MODEL_BUNDLE=bundle and extra env."""
-    monkeypatch.setenv("MODEL_BUNDLE", str(bundle))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    sys.modules.pop("handler", None)
-    return importlib.import_module("handler")
+def new_function(bundle: Path, **env: str) -> Any:
+    """A freshly loaded Function (a new container's init) with MODEL_BUNDLE=bundle and the settings in `env`,
+    given as the environment variables a user would set (NUM_THREADS="1", ...). The process environment is not read."""
+    from runtime.function import Function
+    from runtime.settings import Settings
+
+    return Function.load(Settings.from_env({"MODEL_BUNDLE": str(bundle), **env}))

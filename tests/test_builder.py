@@ -14,10 +14,10 @@ import torch
 from bundle_builder.build import build_bundle
 from bundle_builder.errors import SourceError
 from runtime.bundle import read_bundle
+from runtime.engines import EngineOptions
 from runtime.loader import load_model
 from runtime.predictor import Predictor
 from runtime.settings import Settings
-from runtime.tasks import make_task
 from support import ROOT
 
 TEXTS = [
@@ -29,9 +29,7 @@ TEXTS = [
 
 
 def predictor_for(bundle: Path) -> Predictor:
-    settings = Settings(model_bundle=str(bundle), device="cpu", canary=False)
-    loaded = load_model(bundle)
-    return Predictor(loaded=loaded, task=make_task(loaded, settings), settings=settings, threads=torch.get_num_threads())
+    return Predictor.load(Settings(model_bundle=str(bundle), device="cpu", canary=False))
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -43,8 +41,8 @@ def test_minilm_bundle_embeddings_equal_sentence_transformers(minilm_dir: Path, 
     from sentence_transformers import SentenceTransformer
 
     expected = SentenceTransformer(str(minilm_dir), device="cpu", local_files_only=True).encode(TEXTS).tolist()
-    single = [predictor_for(minilm_bundle).predict([t], {})[0][0] for t in TEXTS]
-    batched, _ = predictor_for(minilm_bundle).predict(TEXTS, {})
+    single = [predictor_for(minilm_bundle).predict([t], {}).outputs[0] for t in TEXTS]
+    batched = predictor_for(minilm_bundle).predict(TEXTS, {}).outputs
     for exp, one, many in zip(expected, single, batched):
         assert cosine(exp, one) >= 0.9999
         assert cosine(exp, many) >= 0.9999
@@ -61,7 +59,7 @@ def test_classification_scores_equal_hf_pipeline(tiny_model, tiny_bundle, kind: 
     predictor = predictor_for(tiny_bundle(kind, multi_label=multi_label))
     for text in TEXTS:
         expected = pipe(text, top_k=None, function_to_apply=fn, truncation=True)
-        got = predictor.predict([text], {})[0][0]
+        got = predictor.predict([text], {}).outputs[0]
         assert [d["label"] for d in got] == [d["label"] for d in expected]
         for g, e in zip(got, expected):
             assert abs(g["score"] - e["score"]) <= 1e-4
@@ -70,7 +68,7 @@ def test_classification_scores_equal_hf_pipeline(tiny_model, tiny_bundle, kind: 
 
 
 def test_classification_top_k_limits_and_sorts(tiny_bundle) -> None:
-    out = predictor_for(tiny_bundle("bert")).predict(["great product"], {"top_k": 2})[0][0]
+    out = predictor_for(tiny_bundle("bert")).predict(["great product"], {"top_k": 2}).outputs[0]
     assert len(out) == 2 and out[0]["score"] >= out[1]["score"]
 
 
@@ -118,8 +116,7 @@ def test_model_is_built_without_random_initialisation(tiny_bundle, monkeypatch, 
             return _o(*a, **k)
 
         monkeypatch.setattr(torch.nn.init, fn, spy)
-    monkeypatch.setenv("TORCH_IMPLEMENTATION", implementation)
-    loaded = load_model(bundle)
+    loaded = load_model(bundle, options=EngineOptions(torch_implementation=implementation))
     if implementation == "auto":  # the native encoder: torch.nn's own init runs, on the meta device (no data)
         assert loaded.engine.implementation == "native"
         assert {device for _, device in calls} <= {"meta"}
@@ -131,7 +128,7 @@ def test_model_is_built_without_random_initialisation(tiny_bundle, monkeypatch, 
 
 def test_fp16_storage_is_upcast_to_fp32_on_cpu(tiny_bundle) -> None:
     loaded = load_model(tiny_bundle("bert", dtype="float16"))
-    assert loaded.bundle.manifest["dtype"] == "float16"
+    assert loaded.manifest.dtype == "float16"
     assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
 
 
@@ -204,8 +201,33 @@ def test_refuses_task_the_architecture_cannot_serve(tiny_model, tmp_path: Path) 
         build_bundle(tiny_model("distilbert"), tmp_path / "out.bundle", task="text-generation")
 
 
-def test_task_is_inferred_from_config(tiny_bundle) -> None:
-    assert read_bundle(tiny_bundle("roberta")).manifest["task"] == "text-classification"
+def test_task_is_inferred_from_config(tiny_model, tmp_path: Path) -> None:
+    # Built here without task=: the tiny_bundle fixture always passes one, so its manifests only echo it back.
+    # (kind, the head tiny_model saves it with) -> config.json's architecture -> the task and class inferred.
+    cases = [
+        ("roberta", "text-classification", "RobertaForSequenceClassification", "AutoModelForSequenceClassification"),
+        ("bert", "feature-extraction", "BertModel", "AutoModel"),
+        ("llama", "text-generation", "LlamaForCausalLM", "AutoModelForCausalLM"),
+        ("t5", "text-generation", "T5ForConditionalGeneration", "AutoModelForSeq2SeqLM"),
+    ]
+    for kind, task, architecture, auto_class in cases:
+        src = tiny_model(kind, task=task)
+        assert json.loads((src / "config.json").read_text())["architectures"] == [architecture]
+        out = tmp_path / f"{kind}.bundle"
+        build_bundle(src, out)
+        manifest = read_bundle(out).manifest
+        got = (manifest["task"], manifest["auto_class"], manifest["architecture"])
+        assert got == (task, auto_class, architecture), f"{kind} saved as {architecture}"
+
+    # A head that names none of the served tasks, or no architectures at all, is refused, not guessed.
+    for i, architectures in enumerate([["BertForMaskedLM"], None]):
+        dst = _copy_without(tiny_model("bert"), tmp_path / f"ambiguous{i}")
+        config = json.loads((dst / "config.json").read_text())
+        config["architectures"] = architectures
+        (dst / "config.json").write_text(json.dumps(config))
+        with pytest.raises(SourceError, match=r"cannot infer the task from architectures=.*; pass --task"):
+            build_bundle(dst, tmp_path / "ambiguous.bundle")
+        assert not (tmp_path / "ambiguous.bundle").exists()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

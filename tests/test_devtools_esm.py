@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 
 from devtools.esm import DrainTimeout, EventSourceMapping, judge_response, queue_depth
-from devtools.moto_sqs import Queues, create_queues, drain_queue, function_env
+from devtools.moto_sqs import Queues, create_queues, drain_queue, function_env, receive_until
 from devtools.rie import InvokeResult, RieFunction
 
 MAX_RECEIVE_COUNT = 2
@@ -77,7 +76,7 @@ def test_records_carry_the_fields_lambda_sends(sqs: Any, queues: Queues) -> None
         events.append(event)
         return _answer(None)
 
-    outcome = EventSourceMapping(sqs, queues.input_url, invoke).poll_once()
+    [outcome] = EventSourceMapping(sqs, queues.input_url, invoke).poll_until_delivered([message_id])
 
     [event] = events
     [record] = event["Records"]
@@ -140,31 +139,57 @@ def test_a_failed_invoke_deletes_nothing(sqs: Any, queues: Queues, answer: Invok
     ids = _send(sqs, queues.input_url, ["{}", "{}", "{}"])
     esm = EventSourceMapping(sqs, queues.input_url, lambda event: answer, visibility_timeout_s=30)
 
-    outcome = esm.poll_once()
+    outcomes = esm.poll_until_delivered(ids)  # one batch, or several if a receive returns fewer than asked
 
-    assert set(outcome.message_ids) == set(ids)
-    assert outcome.deleted == () and set(outcome.kept) == set(ids)
-    assert outcome.failure == failure
+    assert Counter(mid for o in outcomes for mid in o.message_ids) == Counter(ids)  # each once: in flight after
+    for outcome in outcomes:
+        assert outcome.deleted == () and outcome.kept == outcome.message_ids
+        assert outcome.failure == failure
     assert queue_depth(sqs, queues.input_url) == 3
 
 
-def test_a_handler_exception_through_the_rie_deletes_nothing_and_the_batch_comes_back(
-        sqs: Any, queues: Queues) -> None:
+def test_a_handler_exception_through_the_rie_deletes_nothing_and_the_batch_comes_back(sqs: Any) -> None:
+    # No redrive within the test: every failed message must stay in the input queue, however the polls split.
+    queues = create_queues(sqs, prefix=f"t{uuid.uuid4().hex[:12]}", max_receive_count=100)
     ids = _send(sqs, queues.input_url, ["{}", "{}"])
+    events: list[dict[str, Any]] = []
     with RieFunction("tests.fakes.raises_in_handler.handler", timeout_s=5) as fn:
-        esm = EventSourceMapping(sqs, queues.input_url, fn.invoke, visibility_timeout_s=1)
-        failed = esm.poll_once()
-        back = None
-        for _ in range(40):  # the batch is in flight for the 1 s visibility timeout
-            back = esm.poll_once()
-            if back is not None:
-                break
-            time.sleep(0.1)
+        def invoke(event: dict[str, Any]) -> InvokeResult:
+            events.append(event)
+            return fn.invoke(event)
 
-    assert failed.result.error_type == "FakeRequestError"
-    assert failed.failure.startswith("invoke failed (HTTP 200): FakeRequestError: bad request: {'Records': [")
-    assert failed.deleted == ()
-    assert back is not None and set(back.message_ids) == set(ids)  # not deleted: delivered again
+        esm = EventSourceMapping(sqs, queues.input_url, invoke, visibility_timeout_s=1)
+        # Delivered, failed, then (1 s visibility timeout later) delivered again; a receive may return 1 of the
+        # 2 messages (moto makes them visible again microseconds apart), so poll until each came twice.
+        outcomes = esm.poll_until_delivered(ids, times=2, timeout_s=10)
+
+    for outcome in outcomes:
+        assert outcome.result.error_type == "FakeRequestError"
+        assert outcome.failure.startswith("invoke failed (HTTP 200): FakeRequestError: bad request: {'Records': [")
+        assert outcome.deleted == () and outcome.kept == outcome.message_ids
+    receive_counts: dict[str, list[int]] = {mid: [] for mid in ids}
+    for event in events:
+        for record in event["Records"]:
+            receive_counts[record["messageId"]].append(int(record["attributes"]["ApproximateReceiveCount"]))
+    for mid in ids:  # not deleted: the same message delivered again, its receive count going up
+        assert receive_counts[mid][:2] == [1, 2], receive_counts
+    assert queue_depth(sqs, queues.input_url) == 2  # nothing deleted
+    assert queue_depth(sqs, queues.dlq_url) == 0
+
+
+def test_receive_until_and_drain_queue_read_every_message_over_several_receives(sqs: Any, queues: Queues) -> None:
+    ids = _send(sqs, queues.input_url, [f"m{i}" for i in range(25)])  # more than one receive (10 at most) holds
+
+    got = receive_until(sqs, queues.input_url, 25, visibility_timeout_s=60)
+
+    assert sorted(m["MessageId"] for m in got) == sorted(ids)
+    assert queue_depth(sqs, queues.input_url) == 25  # received, not deleted: in flight
+    assert receive_until(sqs, queues.input_url, 1, timeout_s=0.3) == []  # bounded: all in flight, none arrive
+
+    dead = _send(sqs, queues.dlq_url, [f"d{i}" for i in range(25)])
+    drained = drain_queue(sqs, queues.dlq_url)
+    assert sorted(m["MessageId"] for m in drained) == sorted(dead) and len(drained) == 25
+    assert queue_depth(sqs, queues.dlq_url) == 0
 
 
 def test_run_until_drained_is_bounded(sqs: Any, queues: Queues) -> None:

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from runtime.errors import InternalError, RequestError
 from runtime.events import EventKind, classify
 from runtime.settings import Settings
-from support import EVENTS, FakeContext, event_inputs, fresh_handler, load_event
+from support import EVENTS, FakeContext, event_inputs, new_function, load_event
 
 DEFAULTS = Settings(model_bundle="")
 MAX_BODY, MAX_ITEMS, MAX_CHARS = DEFAULTS.max_body_bytes, DEFAULTS.max_batch_items, DEFAULTS.max_input_chars
@@ -59,8 +59,8 @@ def fn(tiny_bundle):
     """One function initialised once for the whole module: every example hits the same warm container."""
     with pytest.MonkeyPatch.context() as mp:
         # one intra-op thread: on a busy 2-core CI box, 2 OpenMP threads spin against each other (~60x slower)
-        module = fresh_handler(mp, tiny_bundle("bert"), NUM_THREADS="1")
-        limits = module.LIMITS
+        module = new_function(tiny_bundle("bert"), NUM_THREADS="1")
+        limits = module.settings.limits
         assert (limits.max_body_bytes, limits.max_items, limits.max_chars) == (MAX_BODY, MAX_ITEMS, MAX_CHARS)
         yield module
 
@@ -94,14 +94,14 @@ def invoke(fn: Any, event: Any, test: str) -> tuple[Any, RequestError | None, st
     rid = f"fuzz-{test}-{RUNS[test]}"
     with time_bound():
         try:
-            return fn.handler(event, FakeContext(rid)), None, rid
+            return fn.handle(event, FakeContext(rid)), None, rid
         except RequestError as e:
             return None, e, rid
 
 
 def still_serves(fn: Any) -> None:
     with time_bound():
-        answer = fn.handler({"inputs": "Still serving after that?"}, FakeContext("fuzz-after"))
+        answer = fn.handle({"inputs": "Still serving after that?"}, FakeContext("fuzz-after"))
     assert [d["label"] for d in answer["outputs"]] and answer["timing"]["request_id"] == "fuzz-after"
 
 

@@ -16,9 +16,8 @@ from runtime.errors import InvalidInputError, InvalidParametersError, PayloadToo
 from runtime.loader import load_model
 from runtime.predictor import Predictor
 from runtime.settings import Settings
-from runtime.tasks import make_task
 from runtime.timing import StageTimer
-from support import FakeContext, fresh_handler, load_event
+from support import FakeContext, new_function, load_event
 
 KINDS = ["llama", "t5", "bart"]
 PROMPTS = ["the capital of france is", "once upon a time there was a small model", "ok"]
@@ -33,9 +32,7 @@ def http_event(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def predictor_for(bundle: Path, **settings: Any) -> Predictor:
-    settings = Settings(model_bundle=str(bundle), device="cpu", canary=False, **settings)
-    loaded = load_model(bundle)
-    return Predictor(loaded=loaded, task=make_task(loaded, settings), settings=settings, threads=torch.get_num_threads())
+    return Predictor.load(Settings(model_bundle=str(bundle), device="cpu", canary=False, **settings))
 
 
 class Source:
@@ -107,7 +104,7 @@ def sequences(pred: Predictor, inputs: list[Any], params: dict[str, Any]) -> tor
     """The token ids our task hands back from generate(), before decoding."""
     params = pred.task.check_parameters(params)
     batch = pred.task.preprocess(inputs, params)
-    return pred.task.forward(batch, params)
+    return pred.task.forward(batch, params).sequences
 
 
 # --- parity with model.generate on the source -------------------------------------------------------------------
@@ -119,7 +116,8 @@ def test_greedy_equals_source_generate_one_prompt_at_a_time(kind: str, source, p
     for prompt in PROMPTS:
         ids, texts = src.generate([prompt], max_new_tokens=12)
         assert sequences(pred, [prompt], {"max_new_tokens": 12}).tolist() == ids.tolist()
-        outputs, extra = pred.predict([prompt], {"max_new_tokens": 12})
+        prediction = pred.predict([prompt], {"max_new_tokens": 12})
+        outputs, extra = prediction.outputs, prediction.timing_fields()
         assert outputs == [{"generated_text": texts[0]}]
         assert extra["generated_tokens"] == src.new_token_counts([prompt], max_new_tokens=12)[0]
 
@@ -129,7 +127,8 @@ def test_greedy_batch_equals_source_batch_and_counts_only_real_tokens(kind: str,
     src, pred = source(kind), predictor(kind)
     ids, texts = src.generate(PROMPTS, max_new_tokens=12)
     assert sequences(pred, PROMPTS, {"max_new_tokens": 12}).tolist() == ids.tolist()
-    outputs, extra = pred.predict(PROMPTS, {"max_new_tokens": 12})
+    prediction = pred.predict(PROMPTS, {"max_new_tokens": 12})
+    outputs, extra = prediction.outputs, prediction.timing_fields()
     assert [o["generated_text"] for o in outputs] == texts
     assert extra["generated_tokens"] == sum(src.new_token_counts(PROMPTS, max_new_tokens=12))
 
@@ -140,7 +139,7 @@ def test_t5_batch_pads_after_an_early_eos_and_does_not_count_the_padding(source,
     assert min(counts) < 12 == max(counts), "the tiny t5 must end one prompt early for this test to mean anything"
     ids, _ = src.generate(PROMPTS, max_new_tokens=12)
     assert (ids == src.model.generation_config.pad_token_id).sum() > len(PROMPTS)  # decoder start + padding
-    assert pred.predict(PROMPTS, {"max_new_tokens": 12})[1]["generated_tokens"] == sum(counts)
+    assert pred.predict(PROMPTS, {"max_new_tokens": 12}).timing_fields()["generated_tokens"] == sum(counts)
 
 
 def test_early_eos_when_pad_is_eos_counts_the_eos_once(tiny_model, tmp_path: Path) -> None:
@@ -157,18 +156,19 @@ def test_early_eos_when_pad_is_eos_counts_the_eos_once(tiny_model, tmp_path: Pat
     pred = predictor_for(build_bundle(folder, tmp_path / "eos.bundle").path)
     ids, texts = src.generate(PROMPTS, max_new_tokens=12)
     assert sequences(pred, PROMPTS, {"max_new_tokens": 12}).tolist() == ids.tolist()
-    outputs, extra = pred.predict(PROMPTS, {"max_new_tokens": 12})
+    prediction = pred.predict(PROMPTS, {"max_new_tokens": 12})
+    outputs, extra = prediction.outputs, prediction.timing_fields()
     assert [o["generated_text"] for o in outputs] == texts
     assert extra["generated_tokens"] == sum(counts)
 
 
 def test_bundle_keeps_the_source_generation_config(tiny_bundle) -> None:
-    gen = load_model(tiny_bundle("bart", "text-generation")).manifest["generation"]
-    assert gen["is_encoder_decoder"] is True
-    assert {k: gen["generation_config"][k] for k in ("decoder_start_token_id", "forced_bos_token_id", "no_repeat_ngram_size")} == {
+    gen = load_model(tiny_bundle("bart", "text-generation")).manifest.generation
+    assert gen.is_encoder_decoder is True
+    assert {k: gen.generation_config[k] for k in ("decoder_start_token_id", "forced_bos_token_id", "no_repeat_ngram_size")} == {
         "decoder_start_token_id": 2, "forced_bos_token_id": 0, "no_repeat_ngram_size": 2,
     }
-    assert "transformers_version" not in gen["generation_config"]
+    assert "transformers_version" not in gen.generation_config
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -181,7 +181,7 @@ def test_decoding_parameters_equal_source_generate(kind: str, params: dict[str, 
     src, pred = source(kind), predictor(kind)
     ids, texts = src.generate(PROMPTS, max_new_tokens=10, **params)
     assert sequences(pred, PROMPTS, {"max_new_tokens": 10, **params}).tolist() == ids.tolist()
-    assert [o["generated_text"] for o in pred.predict(PROMPTS, {"max_new_tokens": 10, **params})[0]] == texts
+    assert [o["generated_text"] for o in pred.predict(PROMPTS, {"max_new_tokens": 10, **params}).outputs] == texts
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -191,7 +191,7 @@ def test_sampling_parameters_reach_generate(kind: str, source, predictor) -> Non
     torch.manual_seed(1234)
     _, texts = src.generate(PROMPTS, max_new_tokens=10, **params)
     torch.manual_seed(1234)
-    assert [o["generated_text"] for o in pred.predict(PROMPTS, {"max_new_tokens": 10, **params})[0]] == texts
+    assert [o["generated_text"] for o in pred.predict(PROMPTS, {"max_new_tokens": 10, **params}).outputs] == texts
 
 
 def test_stop_string_ends_generation_and_is_cut_from_the_text(source, predictor) -> None:
@@ -202,20 +202,22 @@ def test_stop_string_ends_generation_and_is_cut_from_the_text(source, predictor)
     new = ids[0, -12:].tolist()
     expected_tokens = next(k for k in range(1, 13) if stop in src.tokenizer.decode(new[:k], skip_special_tokens=True))
     assert expected_tokens < 12
-    outputs, extra = pred.predict(PROMPTS[:1], {"max_new_tokens": 12, "stop": [stop, "never appears"]})
+    prediction = pred.predict(PROMPTS[:1], {"max_new_tokens": 12, "stop": [stop, "never appears"]})
+    outputs, extra = prediction.outputs, prediction.timing_fields()
     assert outputs == [{"generated_text": full[: full.find(stop)]}]
     assert extra["generated_tokens"] == expected_tokens
     # in a batch, the row that hit the stop is padded while the others go on
-    outputs, extra = pred.predict(PROMPTS, {"max_new_tokens": 12, "stop": stop})
+    prediction = pred.predict(PROMPTS, {"max_new_tokens": 12, "stop": stop})
+    outputs, extra = prediction.outputs, prediction.timing_fields()
     assert outputs[0] == {"generated_text": full[: full.find(stop)]}
-    others = pred.predict(PROMPTS, {"max_new_tokens": 12})[0][1:]
+    others = pred.predict(PROMPTS, {"max_new_tokens": 12}).outputs[1:]
     assert outputs[1:] == [{"generated_text": o["generated_text"].split(stop)[0]} for o in others]
 
 
 def test_return_full_text_prepends_the_unpadded_prompt(source, predictor) -> None:
     pred = predictor("llama")
-    plain = pred.predict(PROMPTS, {"max_new_tokens": 4})[0]
-    full = pred.predict(PROMPTS, {"max_new_tokens": 4, "return_full_text": True})[0]
+    plain = pred.predict(PROMPTS, {"max_new_tokens": 4}).outputs
+    full = pred.predict(PROMPTS, {"max_new_tokens": 4, "return_full_text": True}).outputs
     tok = source("llama").tokenizer
     for prompt, p, f in zip(PROMPTS, plain, full):
         assert f["generated_text"] == tok.decode(tok(prompt)["input_ids"], skip_special_tokens=True) + p["generated_text"]
@@ -236,11 +238,11 @@ def test_decode_cleans_up_spaces_when_the_source_tokenizer_does(tiny_model, tmp_
     )
     LlamaForCausalLM(config).save_pretrained(str(folder))
     pred = predictor_for(build_bundle(folder, tmp_path / "cleanup.bundle").path)
-    assert pred.loaded.manifest["generation"]["clean_up_tokenization_spaces"] is True
+    assert pred.model.manifest.generation.clean_up_tokenization_spaces is True
     src = Source(folder)
     prompts = ["great product , terrible delivery . average price", "def add(a , b) : return a + b"]
     _, texts = src.generate(prompts, max_new_tokens=10)
-    outputs = pred.predict(prompts, {"max_new_tokens": 10, "return_full_text": True})[0]
+    outputs = pred.predict(prompts, {"max_new_tokens": 10, "return_full_text": True}).outputs
     for prompt, text, out in zip(prompts, texts, outputs):
         expected_prompt = src.tokenizer.decode(src.tokenizer(prompt)["input_ids"], skip_special_tokens=True)
         assert " ," not in expected_prompt and " ." not in expected_prompt
@@ -258,7 +260,8 @@ def test_decode_cleans_up_spaces_when_the_source_tokenizer_does(tiny_model, tmp_
 )
 def test_time_to_first_token_is_within_the_inference_time(kind: str, inputs: list[str], params: dict, predictor) -> None:
     timer = StageTimer()
-    outputs, extra = predictor(kind).predict(inputs, {"max_new_tokens": 8, **params}, timer)
+    prediction = predictor(kind).predict(inputs, {"max_new_tokens": 8, **params}, timer=timer)
+    outputs, extra = prediction.outputs, prediction.timing_fields()
     inference_ms = timer.as_ms()["inference"]
     assert 0 < extra["time_to_first_token_ms"] < inference_ms
     assert extra["generated_tokens"] >= len(inputs)
@@ -272,8 +275,8 @@ def test_time_to_first_token_is_within_the_inference_time(kind: str, inputs: lis
 def test_float16_bundle_computes_in_float32_on_cpu(tiny_bundle, source) -> None:
     bundle = tiny_bundle("llama", "text-generation", dtype="float16")
     pred = predictor_for(bundle)
-    assert pred.loaded.manifest["dtype"] == "float16" and pred.loaded.dtype == "float32"
-    assert {p.dtype for p in pred.loaded.model.parameters()} == {torch.float32}
+    assert pred.model.manifest.dtype == "float16" and pred.model.dtype == "float32"
+    assert {p.dtype for p in pred.model.model.parameters()} == {torch.float32}
     # the peer: the source weights rounded to fp16 storage, computed in fp32
     src = source("llama")
     original = {k: v.clone() for k, v in src.model.state_dict().items()}
@@ -285,7 +288,7 @@ def test_float16_bundle_computes_in_float32_on_cpu(tiny_bundle, source) -> None:
     finally:
         src.model.load_state_dict(original)
     assert sequences(pred, PROMPTS, {"max_new_tokens": 12}).tolist() == ids.tolist()
-    assert [o["generated_text"] for o in pred.predict(PROMPTS, {"max_new_tokens": 12})[0]] == texts
+    assert [o["generated_text"] for o in pred.predict(PROMPTS, {"max_new_tokens": 12}).outputs] == texts
 
 
 # --- chat templates --------------------------------------------------------------------------------------------------
@@ -330,10 +333,10 @@ def test_chat_input_generates_like_source_on_apply_chat_template(chat_model) -> 
     src, pred = Source(chat_model[0]), predictor_for(chat_model[1])
     ids, texts = src.generate(CHATS, max_new_tokens=10)
     assert sequences(pred, CHATS, {"max_new_tokens": 10}).tolist() == ids.tolist()
-    assert [o["generated_text"] for o in pred.predict(CHATS, {"max_new_tokens": 10})[0]] == texts
+    assert [o["generated_text"] for o in pred.predict(CHATS, {"max_new_tokens": 10}).outputs] == texts
     # a chat and a plain prompt in one batch: each is encoded its own way (no special tokens added to the chat)
-    mixed = pred.predict([CHATS[0], PROMPTS[0]], {"max_new_tokens": 10})[0]
-    assert mixed == [pred.predict([CHATS[0]], {"max_new_tokens": 10})[0][0], pred.predict([PROMPTS[0]], {"max_new_tokens": 10})[0][0]]
+    mixed = pred.predict([CHATS[0], PROMPTS[0]], {"max_new_tokens": 10}).outputs
+    assert mixed == [pred.predict([CHATS[0]], {"max_new_tokens": 10}).outputs[0], pred.predict([PROMPTS[0]], {"max_new_tokens": 10}).outputs[0]]
 
 
 def test_chat_template_exception_is_a_bad_input(chat_model) -> None:
@@ -355,23 +358,23 @@ def test_chat_without_a_template_is_refused(predictor) -> None:
 
 
 def test_handler_answers_generated_text_with_timing(monkeypatch, tiny_bundle, source) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("llama", "text-generation"))
+    fn = new_function(tiny_bundle("llama", "text-generation"))
     src = source("llama")
     _, texts = src.generate(PROMPTS, max_new_tokens=6, num_beams=2)
-    response = fn.handler({"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 6, "num_beams": 2}}, FakeContext())
+    response = fn.handle({"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 6, "num_beams": 2}}, FakeContext())
     assert response["outputs"] == {"generated_text": texts[0]}
     timing = response["timing"]
     assert 0 < timing["time_to_first_token_ms"] < timing["request_ms"]["inference"]
     assert timing["generated_tokens"] == src.new_token_counts(PROMPTS[:1], max_new_tokens=6, num_beams=2)[0]
     assert timing["tokens_per_s"] > 0 and timing["dtype"] == "float32"
-    response = fn.handler({"inputs": PROMPTS, "parameters": {"max_new_tokens": 6, "num_beams": 2}}, FakeContext())
+    response = fn.handle({"inputs": PROMPTS, "parameters": {"max_new_tokens": 6, "num_beams": 2}}, FakeContext())
     assert response["outputs"] == [{"generated_text": t} for t in texts]
 
 
 def test_http_answers_generated_text(monkeypatch, tiny_bundle, source) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("t5", "text-generation"))
+    fn = new_function(tiny_bundle("t5", "text-generation"))
     _, texts = source("t5").generate(PROMPTS[1:2], max_new_tokens=5)
-    response = fn.handler(http_event({"inputs": PROMPTS[1], "parameters": {"max_new_tokens": 5}}), FakeContext())
+    response = fn.handle(http_event({"inputs": PROMPTS[1], "parameters": {"max_new_tokens": 5}}), FakeContext())
     assert response["statusCode"] == 200, response["body"]
     assert json.loads(response["body"])["outputs"] == {"generated_text": texts[0]}
 
@@ -397,20 +400,20 @@ BAD_PARAMETERS = [
 
 @pytest.mark.parametrize("params, message", BAD_PARAMETERS, ids=[json.dumps(b[0]) for b in BAD_PARAMETERS])
 def test_bad_parameters_are_refused_with_their_reason(monkeypatch, tiny_bundle, params, message) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("llama", "text-generation"))
+    fn = new_function(tiny_bundle("llama", "text-generation"))
     with pytest.raises(InvalidParametersError) as info:
-        fn.handler({"inputs": "hello", "parameters": params}, FakeContext())
+        fn.handle({"inputs": "hello", "parameters": params}, FakeContext())
     assert str(info.value) == message
-    response = fn.handler(http_event({"inputs": "hello", "parameters": params}), FakeContext())
+    response = fn.handle(http_event({"inputs": "hello", "parameters": params}), FakeContext())
     assert response["statusCode"] == 422 and json.loads(response["body"])["error"]["message"] == message
 
 
 def test_max_new_tokens_limit_comes_from_the_environment(monkeypatch, tiny_bundle) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("llama", "text-generation"), MAX_NEW_TOKENS="16")
+    fn = new_function(tiny_bundle("llama", "text-generation"), MAX_NEW_TOKENS="16")
     with pytest.raises(InvalidParametersError) as info:
-        fn.handler({"inputs": "hello", "parameters": {"max_new_tokens": 17}}, FakeContext())
+        fn.handle({"inputs": "hello", "parameters": {"max_new_tokens": 17}}, FakeContext())
     assert str(info.value) == "parameter 'max_new_tokens' must be an integer between 1 and 16 (MAX_NEW_TOKENS), got 17"
-    assert fn.handler({"inputs": "hello", "parameters": {"max_new_tokens": 16}}, FakeContext())["timing"]["generated_tokens"] == 16
+    assert fn.handle({"inputs": "hello", "parameters": {"max_new_tokens": 16}}, FakeContext())["timing"]["generated_tokens"] == 16
 
 
 def test_max_new_tokens_cannot_pass_the_decoders_positions(predictor) -> None:
@@ -422,23 +425,23 @@ def test_max_new_tokens_cannot_pass_the_decoders_positions(predictor) -> None:
 
 
 def test_chat_message_without_role_is_a_bad_input(monkeypatch, tiny_bundle) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("llama", "text-generation"))
+    fn = new_function(tiny_bundle("llama", "text-generation"))
     with pytest.raises(InvalidInputError):
-        fn.handler({"inputs": [{"content": "hi"}]}, FakeContext())
+        fn.handle({"inputs": [{"content": "hi"}]}, FakeContext())
     with pytest.raises(InvalidInputError):
-        fn.handler({"inputs": [{"role": "user", "content": "hi"}, {"content": "and you?"}]}, FakeContext())
+        fn.handle({"inputs": [{"role": "user", "content": "hi"}, {"content": "and you?"}]}, FakeContext())
     with pytest.raises(InvalidInputError) as info:
-        fn.handler({"inputs": [{"role": "user", "content": 5}]}, FakeContext())
+        fn.handle({"inputs": [{"role": "user", "content": 5}]}, FakeContext())
     assert str(info.value) == "chat message 0 must be {\"role\": str, \"content\": str}, got keys ['content', 'role']"
 
 
 def test_prompt_over_max_input_tokens_is_too_large(monkeypatch, tiny_bundle, source) -> None:
     n = len(source("llama").tokenizer(LONG)["input_ids"])
-    fn = fresh_handler(monkeypatch, tiny_bundle("llama", "text-generation"), MAX_INPUT_TOKENS="40")
+    fn = new_function(tiny_bundle("llama", "text-generation"), MAX_INPUT_TOKENS="40")
     with pytest.raises(PayloadTooLargeError) as info:
-        fn.handler({"inputs": LONG}, FakeContext())
+        fn.handle({"inputs": LONG}, FakeContext())
     assert str(info.value) == f"the prompt has {n} tokens; the limit is 40 (MAX_INPUT_TOKENS)"
-    response = fn.handler(http_event({"inputs": ["ok", LONG]}), FakeContext())
+    response = fn.handle(http_event({"inputs": ["ok", LONG]}), FakeContext())
     assert response["statusCode"] == 413
     assert json.loads(response["body"])["error"]["message"] == f"a prompt has {n} tokens; the limit is 40 (MAX_INPUT_TOKENS)"
 
@@ -547,12 +550,12 @@ def smol_predictor(smol) -> Predictor:
 @pytest.mark.slow
 def test_smollm2_bundle_is_a_dequantised_fp32_llama(smol) -> None:
     m = load_model(smol[1]).manifest
-    assert (m["task"], m["model_type"], m["architecture"], m["dtype"], m["name"]) == (
+    assert (m.task, m.model_type, m.architecture, m.dtype, m.name) == (
         "text-generation", "llama", "LlamaForCausalLM", "float32", "SmolLM2-135M-Instruct.Q4_1",
     )
-    gen = m["generation"]
-    assert (gen["eos_token_id"], gen["pad_token_id"], gen["is_encoder_decoder"]) == (2, 2, False)  # <|im_end|> both
-    assert m["tokenizer"]["padding_side"] == "left" and gen["chat_template"]
+    gen = m.generation
+    assert (gen.eos_token_id, gen.pad_token_id, gen.is_encoder_decoder) == (2, 2, False)  # <|im_end|> both
+    assert m.tokenizer.padding_side == "left" and gen.chat_template
     assert "quantization_config" not in json.loads((smol[0] / "config.json").read_text())
 
 
@@ -569,7 +572,8 @@ def test_smollm2_greedy_equals_source_generate(smol_source, smol_predictor) -> N
     ids, texts = smol_source.generate(SMOL_CHATS, max_new_tokens=24)
     assert sequences(smol_predictor, SMOL_CHATS, {"max_new_tokens": 24}).tolist() == ids.tolist()
     timer = StageTimer()
-    outputs, extra = smol_predictor.predict(SMOL_CHATS, {"max_new_tokens": 24}, timer)
+    prediction = smol_predictor.predict(SMOL_CHATS, {"max_new_tokens": 24}, timer=timer)
+    outputs, extra = prediction.outputs, prediction.timing_fields()
     assert [o["generated_text"] for o in outputs] == texts
     assert "Paris" in texts[0]
     counts = smol_source.new_token_counts(SMOL_CHATS, max_new_tokens=24)
@@ -578,16 +582,16 @@ def test_smollm2_greedy_equals_source_generate(smol_source, smol_predictor) -> N
     prompt = "The capital of France is"
     ids, texts = smol_source.generate([prompt], max_new_tokens=16)
     assert sequences(smol_predictor, [prompt], {"max_new_tokens": 16}).tolist() == ids.tolist()
-    assert smol_predictor.predict([prompt], {"max_new_tokens": 16})[0] == [{"generated_text": texts[0]}]
+    assert smol_predictor.predict([prompt], {"max_new_tokens": 16}).outputs == [{"generated_text": texts[0]}]
 
 
 @pytest.mark.slow
 def test_smollm2_through_the_handler(monkeypatch, smol, smol_source) -> None:
-    fn = fresh_handler(monkeypatch, smol[1], NUM_THREADS="1")
-    assert fn.PREDICTOR.canary.ok
+    fn = new_function(smol[1], NUM_THREADS="1")
+    assert fn.canary.ok
     _, texts = smol_source.generate(SMOL_CHATS[:1], max_new_tokens=12)
     assert "Paris" in texts[0]
-    response = fn.handler({"inputs": SMOL_CHATS[0], "parameters": {"max_new_tokens": 12, "stop": "Paris"}}, FakeContext())
+    response = fn.handle({"inputs": SMOL_CHATS[0], "parameters": {"max_new_tokens": 12, "stop": "Paris"}}, FakeContext())
     assert response["outputs"] == {"generated_text": texts[0].split("Paris")[0]}
     timing = response["timing"]
     assert 0 < timing["time_to_first_token_ms"] < timing["request_ms"]["inference"]

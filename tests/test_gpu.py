@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from runtime.timing import StageTimer
-from support import FakeContext, fresh_handler
+from support import FakeContext, new_function
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -20,9 +20,9 @@ def test_handler_computes_in_half_precision_on_cuda_and_matches_the_cpu_pipeline
 ) -> None:
     from transformers import pipeline
 
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"), DEVICE="cuda", CUDA_DTYPE=cuda_dtype)
-    assert next(fn.PREDICTOR.loaded.model.parameters()).dtype == getattr(torch, cuda_dtype)
-    envelope = fn.handler({"inputs": "great product, terrible delivery"}, FakeContext())
+    fn = new_function(tiny_bundle("bert"), DEVICE="cuda", CUDA_DTYPE=cuda_dtype)
+    assert next(fn.predictor.model.model.parameters()).dtype == getattr(torch, cuda_dtype)
+    envelope = fn.handle({"inputs": "great product, terrible delivery"}, FakeContext())
     timing = envelope["timing"]
     assert timing["device"] == "cuda" and timing["dtype"] == cuda_dtype
     stages = timing["request_ms"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from runtime.errors import BundleCorruptError, RequestError
-from support import EVENTS, EXPECTED, POISON_MESSAGE_ID, FakeContext, event_inputs, fresh_handler, load_event
+from support import EVENTS, EXPECTED, POISON_MESSAGE_ID, FakeContext, event_inputs, new_function, load_event
 
 GOOD_DIRECT = {"inputs": "The battery lasts all day."}
 
@@ -32,7 +32,7 @@ def peers(minilm_dir: Path, tiny_model):
 def fn(request, monkeypatch, tiny_bundle, minilm_bundle):
     """A freshly initialised function (a new container) on each bundle kind."""
     bundle = tiny_bundle("bert") if request.param == "tiny" else minilm_bundle
-    module = fresh_handler(monkeypatch, bundle)
+    module = new_function(bundle)
     module.kind = request.param
     return module
 
@@ -50,8 +50,8 @@ def assert_matches_peer(kind: str, peers: dict, text: str, output: Any) -> None:
 
 
 def check_envelope(fn: Any, envelope: dict[str, Any], request_id: str) -> None:
-    assert envelope["model"]["sha256"] == fn.PREDICTOR.loaded.bundle.sha256
-    assert envelope["model"]["task"] == fn.PREDICTOR.loaded.task
+    assert envelope["model"]["sha256"] == fn.predictor.model.bundle.sha256
+    assert envelope["model"]["task"] == fn.predictor.model.task
     timing = envelope["timing"]
     assert timing["request_id"] == request_id and timing["device"] == "cpu" and timing["dtype"] == "float32"
     stages = timing["request_ms"]
@@ -76,14 +76,14 @@ def test_every_event_gets_its_documented_answer(fn, peers, name: str) -> None:
     ctx = FakeContext(f"req-{name}")
     if how == "raises":
         with pytest.raises(RequestError) as info:
-            fn.handler(event, ctx)
+            fn.handle(event, ctx)
         assert type(info.value).__name__ == want
     elif how == "sqs":
-        assert fn.handler(event, ctx) == {"batchItemFailures": [{"itemIdentifier": mid} for mid in want]}
+        assert fn.handle(event, ctx) == {"batchItemFailures": [{"itemIdentifier": mid} for mid in want]}
     elif how == "direct":
-        check_answer(fn, peers, event, fn.handler(event, ctx), ctx.aws_request_id)
+        check_answer(fn, peers, event, fn.handle(event, ctx), ctx.aws_request_id)
     else:
-        response = fn.handler(event, ctx)
+        response = fn.handle(event, ctx)
         assert response["statusCode"] == want
         assert response["headers"]["Content-Type"] == "application/json"
         body = json.loads(response["body"])
@@ -94,7 +94,7 @@ def test_every_event_gets_its_documented_answer(fn, peers, name: str) -> None:
             assert body["error"]["type"] and body["error"]["message"]
             assert "Traceback" not in response["body"]
     # the container keeps serving after any request, good or bad
-    assert "outputs" in fn.handler(GOOD_DIRECT, FakeContext("after"))
+    assert "outputs" in fn.handle(GOOD_DIRECT, FakeContext("after"))
 
 
 def test_every_event_file_has_a_documented_answer() -> None:
@@ -102,8 +102,8 @@ def test_every_event_file_has_a_documented_answer() -> None:
 
 
 def test_cold_start_is_true_only_for_the_first_request(fn) -> None:
-    first = fn.handler(GOOD_DIRECT, FakeContext("1"))["timing"]
-    second = fn.handler(GOOD_DIRECT, FakeContext("2"))["timing"]
+    first = fn.handle(GOOD_DIRECT, FakeContext("1"))["timing"]
+    second = fn.handle(GOOD_DIRECT, FakeContext("2"))["timing"]
     assert first["cold_start"] is True and second["cold_start"] is False
     assert first["init_ms"] == second["init_ms"]
     phases = set(first["init_ms"])
@@ -114,10 +114,10 @@ def test_cold_start_is_true_only_for_the_first_request(fn) -> None:
 def test_threads_follow_the_cpus_the_process_may_use(monkeypatch, tiny_bundle) -> None:
     from runtime.settings import usable_cpus
 
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"))
-    assert fn.handler(GOOD_DIRECT, FakeContext())["timing"]["threads"] == usable_cpus()
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"), NUM_THREADS="1")
-    assert fn.handler(GOOD_DIRECT, FakeContext())["timing"]["threads"] == 1
+    fn = new_function(tiny_bundle("bert"))
+    assert fn.handle(GOOD_DIRECT, FakeContext())["timing"]["threads"] == usable_cpus()
+    fn = new_function(tiny_bundle("bert"), NUM_THREADS="1")
+    assert fn.handle(GOOD_DIRECT, FakeContext())["timing"]["threads"] == 1
 
 
 BAD_DIRECT = [
@@ -136,12 +136,12 @@ BAD_DIRECT = [
 
 @pytest.mark.parametrize("event, error_type, message", [b[1:] for b in BAD_DIRECT], ids=[b[0] for b in BAD_DIRECT])
 def test_bad_direct_invokes_raise_typed_errors(monkeypatch, tiny_bundle, event, error_type: str, message: str) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"))
+    fn = new_function(tiny_bundle("bert"))
     with pytest.raises(RequestError) as info:
-        fn.handler(event, FakeContext())
+        fn.handle(event, FakeContext())
     assert type(info.value).__name__ == error_type
     assert str(info.value) == message
-    assert fn.handler(GOOD_DIRECT, FakeContext())["outputs"]
+    assert fn.handle(GOOD_DIRECT, FakeContext())["outputs"]
 
 
 @pytest.mark.parametrize(
@@ -155,62 +155,48 @@ def test_bad_direct_invokes_raise_typed_errors(monkeypatch, tiny_bundle, event, 
     ids=["top-k-zero", "top-k-string", "bad-function", "unknown"],
 )
 def test_bad_parameters_answer_422_over_http(monkeypatch, tiny_bundle, params, message: str) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"))
+    fn = new_function(tiny_bundle("bert"))
     event = load_event("http_api_v2.json")
     event.update(body=json.dumps({"inputs": "hello", "parameters": params}), isBase64Encoded=False)
-    response = fn.handler(event, FakeContext())
+    response = fn.handle(event, FakeContext())
     assert response["statusCode"] == 422
     assert json.loads(response["body"])["error"] == {"type": "InvalidParametersError", "message": message, "request_id": "req-test-1"}
 
 
 def test_body_over_the_byte_limit_answers_413(monkeypatch, tiny_bundle) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"), MAX_BODY_BYTES="100")
+    fn = new_function(tiny_bundle("bert"), MAX_BODY_BYTES="100")
     event = load_event("apigw_rest_v1.json")
     event["body"] = json.dumps({"inputs": "y" * 200})
-    response = fn.handler(event, FakeContext())
+    response = fn.handle(event, FakeContext())
     assert response["statusCode"] == 413
     assert json.loads(response["body"])["error"]["message"] == "the body has 214 bytes; the limit is 100 (MAX_BODY_BYTES)"
 
 
 def test_invalid_base64_body_answers_400(monkeypatch, tiny_bundle) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"))
+    fn = new_function(tiny_bundle("bert"))
     event = load_event("http_api_v2.json")
     event["body"] = "!!!not base64!!!"
-    response = fn.handler(event, FakeContext())
+    response = fn.handle(event, FakeContext())
     assert response["statusCode"] == 400
     assert "not valid base64" in json.loads(response["body"])["error"]["message"]
 
 
 def test_unexpected_failure_answers_500_with_request_id_and_no_internals(monkeypatch, tiny_bundle, capsys) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"))
+    fn = new_function(tiny_bundle("bert"))
 
     def explode(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(fn.PREDICTOR, "predict", explode)
-    response = fn.handler(load_event("function_url.json"), FakeContext("req-500"))
+    monkeypatch.setattr(fn.predictor, "predict", explode)
+    response = fn.handle(load_event("function_url.json"), FakeContext("req-500"))
     assert response["statusCode"] == 500
     assert "secret internal detail" not in response["body"] and "Traceback" not in response["body"]
     assert json.loads(response["body"])["error"]["request_id"] == "req-500"
     assert "secret internal detail" in capsys.readouterr().out  # ...but the log has it
     with pytest.raises(RequestError) as info:
-        fn.handler(GOOD_DIRECT, FakeContext("req-direct"))
+        fn.handle(GOOD_DIRECT, FakeContext("req-direct"))
     assert type(info.value).__name__ == "InternalError" and "req-direct" in str(info.value)
     monkeypatch.undo()
-
-
-def test_one_json_log_line_per_invocation_with_emf_metrics(monkeypatch, tiny_bundle, capsys) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"))
-    capsys.readouterr()
-    fn.handler(GOOD_DIRECT, FakeContext("req-log"))
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    invocations = [line for line in lines if line["message"] == "invocation"]
-    assert len(invocations) == 1
-    line = invocations[0]
-    assert line["request_id"] == "req-log" and line["status"] == "ok" and line["timing"]["cold_start"] is True
-    metrics = {m["Name"] for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
-    assert metrics == {"ColdStart", "InitMs", "InferenceMs"}
-    assert line["ColdStart"] == 1.0 and line["InferenceMs"] == line["timing"]["request_ms"]["inference"]
 
 
 def test_corrupt_bundle_fails_init_not_the_first_request(monkeypatch, tiny_bundle, tmp_path: Path) -> None:
@@ -219,7 +205,7 @@ def test_corrupt_bundle_fails_init_not_the_first_request(monkeypatch, tiny_bundl
     data[-100] ^= 0x01
     bad.write_bytes(bytes(data))
     with pytest.raises(BundleCorruptError, match="failed its content check"):
-        fresh_handler(monkeypatch, bad)
+        new_function(bad)
 
 
 def test_canary_refuses_a_model_that_drifted_from_its_golden_outputs(monkeypatch, tiny_bundle, tmp_path: Path) -> None:
@@ -232,13 +218,15 @@ def test_canary_refuses_a_model_that_drifted_from_its_golden_outputs(monkeypatch
     drifted = tmp_path / "drifted.bundle"
     write_bundle(drifted, manifest=manifest, tensors=good.tensors(), files={n: good.read_file(n) for n in good.file_names})
     with pytest.raises(BundleCorruptError, match="canary failed"):
-        fresh_handler(monkeypatch, drifted)
-    assert fresh_handler(monkeypatch, drifted, CANARY="false").PREDICTOR.canary is None
+        new_function(drifted)
+    assert new_function(drifted, CANARY="false").canary is None
 
 
 def test_sqs_batch_delivers_results_to_a_real_queue_and_lists_only_bad_records(monkeypatch, tiny_bundle) -> None:
     import boto3
     from moto import mock_aws
+
+    from devtools.moto_sqs import receive_until
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -246,15 +234,15 @@ def test_sqs_batch_delivers_results_to_a_real_queue_and_lists_only_bad_records(m
     with mock_aws():
         sqs = boto3.client("sqs")
         url = sqs.create_queue(QueueName="results")["QueueUrl"]
-        fn = fresh_handler(monkeypatch, tiny_bundle("bert"), RESULTS_QUEUE_URL=url)
+        fn = new_function(tiny_bundle("bert"), RESULTS_QUEUE_URL=url)
         event = load_event("sqs_batch.json")
         bad_params = dict(event["Records"][0], messageId="bad-params", body=json.dumps({"inputs": "x", "parameters": {"top_k": 9}}))
         event["Records"].append(bad_params)
-        response = fn.handler(event, FakeContext())
+        response = fn.handle(event, FakeContext())
         assert response == {"batchItemFailures": [{"itemIdentifier": POISON_MESSAGE_ID}, {"itemIdentifier": "bad-params"}]}
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
-        results = {json.loads(m["Body"])["messageId"]: json.loads(m["Body"]) for m in got}
         good_ids = {r["messageId"] for r in event["Records"]} - {POISON_MESSAGE_ID, "bad-params"}
+        got = receive_until(sqs, url, len(good_ids) + 1, timeout_s=2)  # one more than expected: none may be extra
+        results = {json.loads(m["Body"])["messageId"]: json.loads(m["Body"]) for m in got}
         assert set(results) == good_ids
         for record in event["Records"]:
             if record["messageId"] in good_ids:
@@ -263,21 +251,21 @@ def test_sqs_batch_delivers_results_to_a_real_queue_and_lists_only_bad_records(m
                 per_input = [outputs] if isinstance(inputs, str) else outputs
                 assert len(per_input) == (1 if isinstance(inputs, str) else len(inputs))
                 assert all(len(labels) == 3 for labels in per_input)  # every label of the tiny classifier
-                assert results[record["messageId"]]["model"]["sha256"] == fn.PREDICTOR.loaded.bundle.sha256
+                assert results[record["messageId"]]["model"]["sha256"] == fn.predictor.model.bundle.sha256
 
 
 def test_sqs_empty_and_all_failed_batches_are_answered(monkeypatch, tiny_bundle) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"))
-    assert fn.handler({"Records": []}, FakeContext()) == {"batchItemFailures": []}
+    fn = new_function(tiny_bundle("bert"))
+    assert fn.handle({"Records": []}, FakeContext()) == {"batchItemFailures": []}
     event = load_event("sqs_batch.json")
     for r in event["Records"]:
         r["body"] = "not json"
     ids = [r["messageId"] for r in event["Records"]]
-    assert fn.handler(event, FakeContext()) == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
+    assert fn.handle(event, FakeContext()) == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
 
 
 def test_sqs_undeliverable_results_are_reported_as_failures(monkeypatch, tiny_bundle) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"), RESULTS_QUEUE_URL="http://127.0.0.1:9/000000000000/nowhere")
+    fn = new_function(tiny_bundle("bert"), RESULTS_QUEUE_URL="http://127.0.0.1:9/000000000000/nowhere")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -285,4 +273,4 @@ def test_sqs_undeliverable_results_are_reported_as_failures(monkeypatch, tiny_bu
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     event = load_event("sqs_batch.json")
     ids = [r["messageId"] for r in event["Records"]]
-    assert fn.handler(event, FakeContext()) == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
+    assert fn.handle(event, FakeContext()) == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}

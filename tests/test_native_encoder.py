@@ -15,12 +15,13 @@ import torch
 
 from bundle_builder.build import build_bundle
 from runtime.bundle import read_bundle, write_bundle
-from runtime.engines import EngineError
+from runtime.engines import EngineOptions
 from runtime.engines.native_encoder import build_native_encoder, unsupported
 from runtime.errors import BundleCorruptError
 from runtime.loader import LoadedModel, load_model
 from runtime.predictor import Predictor
-from runtime.settings import Settings
+from runtime.function import Function
+from runtime.settings import Settings, SettingsError
 from support import ROOT
 
 SINGLE = ["the capital of france is paris"]
@@ -43,16 +44,13 @@ import json, sys
 import handler
 response = handler.handler({"inputs": "great product"}, None)
 print(json.dumps({"outputs": response["outputs"], "engine": response["model"]["engine"],
-                  "implementation": handler.PREDICTOR.loaded.engine.implementation,
+                  "implementation": handler.FUNCTION.predictor.model.engine.implementation,
                   "transformers": "transformers" in sys.modules}))
 """
 
 
 def load(bundle: Path, implementation: str, monkeypatch: pytest.MonkeyPatch) -> LoadedModel:
-    monkeypatch.setenv("TORCH_IMPLEMENTATION", implementation)
-    loaded = load_model(bundle, device="cpu")
-    monkeypatch.delenv("TORCH_IMPLEMENTATION")
-    return loaded
+    return load_model(bundle, options=EngineOptions(device="cpu", torch_implementation=implementation))
 
 
 def max_abs_difference(a: LoadedModel, b: LoadedModel, texts: list[str]) -> float:
@@ -84,7 +82,7 @@ def test_xlm_roberta_is_served_as_roberta(tiny_model, tmp_path: Path, monkeypatc
     (source / "config.json").write_text(json.dumps(config))
     build_bundle(source, tmp_path / "xlm-roberta.bundle", multi_label=True)
     native = assert_native_matches_transformers(tmp_path / "xlm-roberta.bundle", monkeypatch)
-    assert native.manifest["architecture"] == "XLMRobertaForSequenceClassification"
+    assert native.manifest.architecture == "XLMRobertaForSequenceClassification"
 
 
 def test_segment_ids_reach_the_token_type_embeddings(tiny_bundle, monkeypatch) -> None:
@@ -104,19 +102,19 @@ def test_fp16_bundle_is_served_natively_in_fp32(tiny_bundle, monkeypatch) -> Non
 
 @pytest.mark.parametrize("kind", ["bert", "distilbert", "roberta"])
 def test_golden_canary_passes_natively(tiny_bundle, kind: str) -> None:
-    predictor = Predictor.setup(Settings(model_bundle=str(tiny_bundle(kind)), device="cpu"))
-    assert predictor.loaded.engine.implementation == "native"
-    assert predictor.canary is not None and predictor.canary.ok
-    assert predictor.check_golden().ok  # every golden example, not only the canary's first
-    assert "import_transformers" not in predictor.init_ms
+    fn = Function.load(Settings(model_bundle=str(tiny_bundle(kind)), device="cpu"))
+    assert fn.predictor.model.engine.implementation == "native"
+    assert fn.canary is not None and fn.canary.ok
+    assert fn.predictor.check_golden().ok  # every golden example, not only the canary's first
+    assert "import_transformers" not in fn.init_ms
 
 
 @pytest.mark.slow
 def test_minilm_native_matches_transformers_and_its_golden_examples(minilm_bundle: Path, monkeypatch) -> None:
     native = assert_native_matches_transformers(minilm_bundle, monkeypatch)
-    assert native.manifest["architecture"] == "BertModel"
-    predictor = Predictor.setup(Settings(model_bundle=str(minilm_bundle), device="cpu"))
-    assert predictor.loaded.engine.implementation == "native"
+    assert native.manifest.architecture == "BertModel"
+    predictor = Predictor.load(Settings(model_bundle=str(minilm_bundle), device="cpu"))
+    assert predictor.model.engine.implementation == "native"
     check = predictor.check_golden()
     assert check.ok, check.describe()
 
@@ -138,15 +136,14 @@ def test_a_native_container_never_imports_transformers(tiny_bundle) -> None:
         assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=TOLERANCE)
 
 
-def test_an_unknown_implementation_is_refused(tiny_bundle, monkeypatch) -> None:
-    monkeypatch.setenv("TORCH_IMPLEMENTATION", "nativ")
-    with pytest.raises(EngineError) as e:
-        load_model(tiny_bundle("bert"), device="cpu")
+def test_an_unknown_implementation_is_refused(tiny_bundle) -> None:
+    with pytest.raises(SettingsError) as e:
+        Settings.from_env({"MODEL_BUNDLE": str(tiny_bundle("bert")), "TORCH_IMPLEMENTATION": "nativ"})
     assert str(e.value) == "TORCH_IMPLEMENTATION='nativ' is not an implementation; choose auto or transformers"
 
 
 def test_generation_keeps_the_transformers_path(tiny_bundle) -> None:
-    assert load_model(tiny_bundle("llama", task="text-generation"), device="cpu").engine.implementation == "transformers"
+    assert load_model(tiny_bundle("llama", task="text-generation"), options=EngineOptions(device="cpu")).engine.implementation == "transformers"
 
 
 DECLINED = {
@@ -185,7 +182,7 @@ def test_tensors_that_do_not_fit_are_declined_and_setup_still_says_why(tiny_bund
     out = tmp_path / "missing.bundle"
     write_bundle(out, manifest=bundle.manifest, tensors=tensors, files={n: bundle.read_file(n) for n in bundle.file_names})
     with pytest.raises(BundleCorruptError, match="tensors do not fit the bundled AutoModelForSequenceClassification config"):
-        load_model(out, device="cpu")  # the transformers path names the missing key
+        load_model(out, options=EngineOptions(device="cpu"))  # the transformers path names the missing key
 
 
 def test_an_unsupported_config_falls_back_to_transformers_and_stays_correct(tiny_model, tmp_path: Path) -> None:
@@ -197,7 +194,7 @@ def test_an_unsupported_config_falls_back_to_transformers_and_stays_correct(tiny
     (source / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"}))
     out = tmp_path / "relative.bundle"
     build_bundle(source, out)  # the builder proves the bundle on the path the runtime will take
-    loaded = load_model(out, device="cpu")
+    loaded = load_model(out, options=EngineOptions(device="cpu"))
     assert loaded.engine.implementation == "transformers"
     peer = transformers.AutoModelForSequenceClassification.from_pretrained(str(source), local_files_only=True).eval()
     batch = loaded.tokenizer.encode(PADDED)

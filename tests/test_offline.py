@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import network_guard
-from support import FakeContext, fresh_handler, load_event
+from support import FakeContext, new_function, load_event
 
 OUTSIDE = ("10.255.255.1", 9)  # a non-routable private address: nothing there, and nothing is sent anyway
 
@@ -155,10 +155,10 @@ def test_init_and_predict_never_call_the_hub_even_with_offline_mode_unset(
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HOME", "/nonexistent/hf-home")  # no cache to fall back on either
     calls = _record_hub_calls(monkeypatch)
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert") if which == "tiny" else minilm_bundle, NUM_THREADS="1")
-    assert "outputs" in fn.handler({"inputs": "offline, as in a VPC with no NAT"}, FakeContext())
-    assert fn.handler(load_event("function_url.json"), FakeContext())["statusCode"] == 200
-    assert fn.handler(load_event("sqs_batch.json"), FakeContext())["batchItemFailures"]  # the poison record only
+    fn = new_function(tiny_bundle("bert") if which == "tiny" else minilm_bundle, NUM_THREADS="1")
+    assert "outputs" in fn.handle({"inputs": "offline, as in a VPC with no NAT"}, FakeContext())
+    assert fn.handle(load_event("function_url.json"), FakeContext())["statusCode"] == 200
+    assert fn.handle(load_event("sqs_batch.json"), FakeContext())["batchItemFailures"]  # the poison record only
     assert calls == []
     assert network_guard.ATTEMPTS == []
 
@@ -166,6 +166,6 @@ def test_init_and_predict_never_call_the_hub_even_with_offline_mode_unset(
 def test_init_forces_offline_mode_in_the_environment(monkeypatch, tiny_bundle) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
-    fresh_handler(monkeypatch, tiny_bundle("bert"), NUM_THREADS="1")
+    new_function(tiny_bundle("bert"), NUM_THREADS="1")
     assert (os.environ["HF_HUB_OFFLINE"], os.environ["TRANSFORMERS_OFFLINE"]) == ("1", "1")
 

@@ -12,12 +12,11 @@ import pytest
 from bundle_builder.build import build_bundle
 from bundle_builder.errors import SourceError
 from runtime.bundle import read_bundle
-from runtime.engines import EngineError
+from runtime.engines import EngineError, EngineOptions
 from runtime.loader import ONNX_FILE, load_model
 from runtime.predictor import Predictor
 from runtime.settings import Settings
-from runtime.tasks import make_task
-from support import FakeContext, fresh_handler
+from support import FakeContext, new_function
 
 TEXTS = [
     "Serverless inference keeps costs low for spiky traffic.",
@@ -55,9 +54,7 @@ def minilm_ort_bundle(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def predictor_for(bundle: Path, engine: str = "auto") -> Predictor:
-    settings = Settings(model_bundle=str(bundle), device="cpu", canary=False, engine=engine)
-    loaded = load_model(bundle, engine=engine)
-    return Predictor(loaded=loaded, task=make_task(loaded, settings), settings=settings, threads=1)
+    return Predictor.load(Settings(model_bundle=str(bundle), device="cpu", canary=False, engine=engine, num_threads=1))
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -71,9 +68,9 @@ def test_minilm_ort_embeddings_equal_sentence_transformers(minilm_dir: Path, min
 
     expected = SentenceTransformer(str(minilm_dir), device="cpu", local_files_only=True).encode(TEXTS).tolist()
     predictor = predictor_for(minilm_ort_bundle)
-    assert predictor.loaded.engine.name == "onnxruntime" and predictor.loaded.model is None
-    single = [predictor.predict([t], {})[0][0] for t in TEXTS]
-    batched, _ = predictor.predict(TEXTS, {})
+    assert predictor.model.engine.name == "onnxruntime" and predictor.model.model is None
+    single = [predictor.predict([t], {}).outputs[0] for t in TEXTS]
+    batched = predictor.predict(TEXTS, {}).outputs
     for exp, one, many in zip(expected, single, batched, strict=True):
         assert cosine(exp, one) >= 0.9999
         assert cosine(exp, many) >= 0.9999
@@ -104,10 +101,10 @@ def test_minilm_ort_bundle_is_verified_on_both_engines_and_serves_either(minilm_
 
     answers = {}
     for engine in ("auto", "torch"):
-        fn = fresh_handler(monkeypatch, minilm_ort_bundle, ENGINE=engine)
-        response = fn.handler({"inputs": TEXTS[0]}, FakeContext())
+        fn = new_function(minilm_ort_bundle, ENGINE=engine)
+        response = fn.handle({"inputs": TEXTS[0]}, FakeContext())
         answers[response["model"]["engine"]] = response["outputs"]
-        assert fn.PREDICTOR.canary.ok
+        assert fn.canary.ok
     assert set(answers) == {"onnxruntime", "torch"}
     assert cosine(answers["onnxruntime"], answers["torch"]) >= 0.9999
 
@@ -130,11 +127,11 @@ def test_ort_classification_scores_equal_hf_pipeline(tiny_model, ort_bundle, kin
     pipe = pipeline("text-classification", model=str(tiny_model(kind, multi_label=multi_label)), device="cpu")
     fn = "sigmoid" if multi_label else "softmax"
     predictor = predictor_for(ort_bundle(kind, multi_label=multi_label))
-    assert predictor.loaded.engine.name == "onnxruntime"
-    batched, _ = predictor.predict(TEXTS, {})
+    assert predictor.model.engine.name == "onnxruntime"
+    batched = predictor.predict(TEXTS, {}).outputs
     for text, many in zip(TEXTS, batched, strict=True):
         expected = pipe(text, top_k=None, function_to_apply=fn, truncation=True)
-        for got in (predictor.predict([text], {})[0][0], many):
+        for got in (predictor.predict([text], {}).outputs[0], many):
             assert [d["label"] for d in got] == [d["label"] for d in expected]
             assert max(abs(g["score"] - e["score"]) for g, e in zip(got, expected)) <= 1e-4
 
@@ -161,21 +158,21 @@ def test_ort_phases_are_timed_and_no_torch_module_is_built(ort_bundle) -> None:
 
 
 def test_handler_reports_the_onnxruntime_engine(ort_bundle, monkeypatch) -> None:
-    fn = fresh_handler(monkeypatch, ort_bundle("bert"))
-    response = fn.handler({"inputs": "great product"}, FakeContext())
+    fn = new_function(ort_bundle("bert"))
+    response = fn.handle({"inputs": "great product"}, FakeContext())
     assert response["model"]["engine"] == "onnxruntime"
-    assert fn.PREDICTOR.canary.ok and "create_session" in fn.PREDICTOR.init_ms
+    assert fn.canary.ok and "create_session" in fn.init_ms
 
 
 def test_engine_onnxruntime_on_a_torch_only_bundle_fails_at_init(tiny_bundle, monkeypatch) -> None:
     with pytest.raises(EngineError) as info:
-        fresh_handler(monkeypatch, tiny_bundle("bert"), ENGINE="onnxruntime")
+        new_function(tiny_bundle("bert"), ENGINE="onnxruntime")
     assert str(info.value) == NO_ONNX
 
 
 def test_onnxruntime_engine_refuses_a_gpu_device(ort_bundle) -> None:
     with pytest.raises(EngineError) as info:
-        load_model(ort_bundle("bert"), device="cuda")
+        load_model(ort_bundle("bert"), options=EngineOptions(device="cuda"))
     assert str(info.value) == (
         "ENGINE=onnxruntime runs on the CPU, but DEVICE='cuda'; set DEVICE=cpu (or auto), or ENGINE=torch"
     )

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from runtime.errors import RequestError
-from support import FakeContext, fresh_handler, load_event
+from support import FakeContext, new_function, load_event
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def make_event(i: int) -> tuple[Any, Callable[[Any], bool]]:
 
 def invoke(fn: Any, event: Any, i: int) -> Any:
     try:
-        return fn.handler(event, FakeContext(f"soak-{i}"))
+        return fn.handle(event, FakeContext(f"soak-{i}"))
     except RequestError as e:
         return e
 
@@ -102,6 +102,6 @@ def soak(fn: Any, invocations: int = INVOCATIONS, warm_up: int = WARM_UP) -> tup
 
 
 def test_5000_warm_invocations_do_not_grow_memory(monkeypatch, tiny_bundle) -> None:
-    fn = fresh_handler(monkeypatch, tiny_bundle("bert"), NUM_THREADS="1")
+    fn = new_function(tiny_bundle("bert"), NUM_THREADS="1")
     growth, samples = soak(fn)
     assert growth < MAX_GROWTH_MB, f"RSS grew {growth:.1f} MB over {INVOCATIONS - WARM_UP} warm invocations: {samples}"

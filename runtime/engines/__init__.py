@@ -1,27 +1,74 @@
 """Engines run the model's forward pass: token ids in (numpy), hidden states or logits out (numpy).
 
-    torch         transformers' model class on PyTorch, under torch.inference_mode (every task; the default)
-    onnxruntime   an ONNX graph exported and optimised at build time (encoder tasks; opt-in, no torch at run time)
+    torch         PyTorch under torch.inference_mode: the native encoder or transformers' class (every task)
+    onnxruntime   an ONNX graph exported and optimised at build time (encoder tasks; no torch at run time)
 
-Each engine offers `name`, `run(batch) -> np.ndarray`, and `model` (the torch module, or None).
+An engine module offers `build(bundle, manifest, options, phase) -> BuiltEngine`; it is imported only when chosen,
+so a bundle served by onnxruntime never imports torch. Adding an engine is one module and one line in ENGINES.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from runtime.errors import BundleError
 
-ENGINES = ("torch", "onnxruntime")
+if TYPE_CHECKING:
+    from runtime.bundle import Bundle
+    from runtime.manifest import Manifest
+
+ONNX_FILE = "model.onnx"  # the bundle file holding the ONNX graph (written by bundle_builder --engine onnxruntime)
+
+# engine name -> the module that builds it
+ENGINES = {
+    "torch": "runtime.engines.torch_engine",
+    "onnxruntime": "runtime.engines.onnx_engine",
+}
+
+Phase = Callable[[str], AbstractContextManager[None]]
 
 
 class EngineError(BundleError):
     """The requested engine cannot serve this bundle (fatal at init)."""
 
 
-def choose_engine(requested: str, manifest: dict[str, Any], has_onnx: bool) -> str:
+class Engine(Protocol):
+    name: str
+    implementation: str  # how the forward pass runs: "native" | "transformers" (torch), "onnxruntime"
+    model: Any  # the torch module behind the engine, or None
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """(B, T) int64 arrays -> last_hidden_state (B, T, H) or logits (B, L), float32 on the host."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What the function's settings say about running the model."""
+
+    device: str = "auto"  # "auto" | "cpu" | "cuda[:N]"
+    cuda_dtype: str = "float16"  # compute dtype on CUDA; a CPU always computes in float32
+    threads: int = 0  # intra-op threads; 0 leaves the library default
+    torch_implementation: str = "auto"  # "auto" (native encoder when it serves the bundle) | "transformers"
+    cuda_visible: bool = False  # a GPU may be present (DEVICE=auto asks torch only then)
+
+
+@dataclass(frozen=True)
+class BuiltEngine:
+    engine: Engine
+    device: str  # where it computes: "cpu" or "cuda[:N]"
+    dtype: str  # what it computes in
+
+
+def choose_engine(requested: str, manifest: Manifest, has_onnx: bool) -> str:
     """ENGINE=auto -> the engine the bundle was built for; an explicit choice must be servable."""
-    name = manifest.get("engine", "torch") if requested == "auto" else requested
+    name = manifest.engine if requested == "auto" else requested
     if name not in ENGINES:
         raise EngineError(f"ENGINE={requested!r} is not an engine; choose auto, {', '.join(ENGINES)}")
     if name == "onnxruntime" and not has_onnx:
@@ -29,3 +76,10 @@ def choose_engine(requested: str, manifest: dict[str, Any], has_onnx: bool) -> s
             "ENGINE=onnxruntime but this bundle has no ONNX graph; rebuild it with `bundle_builder build --engine onnxruntime`"
         )
     return name
+
+
+def build_engine(name: str, bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Phase) -> BuiltEngine:
+    """Import the engine's module and build it on the bundle. Raises BundleError subclasses."""
+    module = importlib.import_module(ENGINES[name])
+    built: BuiltEngine = module.build(bundle, manifest, options, phase)
+    return built

@@ -243,7 +243,7 @@ def build_native_encoder(
         tensors: the bundle's tensors under transformers' state_dict names, already in the compute dtype.
         task: "feature-extraction" (the module returns last_hidden_state (B, T, H)) or "text-classification"
             (logits (B, L)).
-        architecture: the transformers class the bundle was built with (manifest["architecture"]).
+        architecture: the transformers class the bundle was built with (manifest.architecture).
 
     Returns:
         An eval-mode module called as module(input_ids, attention_mask=None, token_type_ids=None) with (B, T) int64

@@ -6,19 +6,19 @@ adds ORT's own machine-specific optimisations in memory when it opens, and write
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 
 from runtime.bundle import Bundle
+from runtime.engines import ONNX_FILE, BuiltEngine, EngineError, EngineOptions, Phase
 from runtime.errors import BundleCorruptError
-from runtime.loader import ONNX_FILE
+from runtime.manifest import Manifest
 
 
 class OnnxEngine:
     name = "onnxruntime"
+    implementation = "onnxruntime"
     model = None  # no torch module behind this engine
 
     def __init__(self, session: Any) -> None:
@@ -34,14 +34,18 @@ class OnnxEngine:
         return self._session.run(self._outputs, {name: batch[name] for name in self._inputs})[0]
 
 
-def build_onnx_engine(
-    bundle: Bundle, *, threads: int, phase: Callable[[str], AbstractContextManager[None]]
-) -> OnnxEngine:
-    """Open an ORT session on the bundle's model.onnx (from memory) with `threads` intra-op threads (0: ORT's default).
+def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Phase) -> BuiltEngine:
+    """Open an ORT session on the bundle's model.onnx (from memory) with `options.threads` intra-op threads.
 
     Raises:
+        EngineError: DEVICE asks for a GPU (this engine runs on the CPU).
         BundleCorruptError: ORT cannot load the graph, or the graph wants an input the bundled tokenizer never makes.
     """
+    if options.device not in ("auto", "cpu"):
+        raise EngineError(
+            f"ENGINE=onnxruntime runs on the CPU, but DEVICE={options.device!r}; set DEVICE=cpu (or auto), or ENGINE=torch"
+        )
+    threads = options.threads
     with phase("import_onnxruntime"):
         import onnxruntime as ort
     with phase("create_session"):
@@ -65,11 +69,11 @@ def build_onnx_engine(
         if getattr(session, "_model_bytes", None) is not None:
             session._model_bytes = None
         del graph
-    produced = set(bundle.manifest["tokenizer"].get("model_input_names", ("input_ids", "attention_mask")))
+    produced = set(manifest.tokenizer.model_input_names)
     missing = [i.name for i in session.get_inputs() if i.name not in produced]
     if missing:
         raise BundleCorruptError(
             f"{bundle.path}: {ONNX_FILE} takes inputs {missing} that the bundled tokenizer does not produce "
             f"(it produces {sorted(produced)}); rebuild the bundle"
         )
-    return OnnxEngine(session)
+    return BuiltEngine(OnnxEngine(session), device="cpu", dtype="float32")

@@ -6,27 +6,30 @@ Two implementations of the forward pass, recorded in `TorchEngine.implementation
     transformers  the transformers model class: generation, other architectures, and any config the native encoder
                   does not serve
 
-TORCH_IMPLEMENTATION (read at init): auto (default: native when the bundle is served) | transformers (always).
+TORCH_IMPLEMENTATION (Settings.torch_implementation): auto (default: native when the bundle is served) | transformers.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 
 from runtime.bundle import Bundle
-from runtime.engines import EngineError
+from runtime.engines import BuiltEngine, EngineOptions, Phase
 from runtime.errors import BundleCorruptError
+from runtime.manifest import Manifest
 
-# manifest["auto_class"] -> the transformers Auto class that builds the model for the task
-AUTO_CLASSES = ("AutoModel", "AutoModelForSequenceClassification", "AutoModelForCausalLM", "AutoModelForSeq2SeqLM")
-OUTPUTS = {"feature-extraction": "last_hidden_state", "text-classification": "logits", "text-generation": None}
-IMPLEMENTATIONS = ("auto", "transformers")  # TORCH_IMPLEMENTATION values
+# manifest.auto_class -> the output of the transformers class that the tasks read (None: the task calls generate)
+OUTPUTS = {
+    "AutoModel": "last_hidden_state",
+    "AutoModelForSequenceClassification": "logits",
+    "AutoModelForCausalLM": None,
+    "AutoModelForSeq2SeqLM": None,
+}
+AUTO_CLASSES = tuple(OUTPUTS)
+NATIVE_TASKS = ("feature-extraction", "text-classification")  # what the native encoder can serve
 
 
 class TorchEngine:
@@ -50,10 +53,11 @@ class TorchEngine:
             return out.float().cpu().numpy()
 
 
-def build_torch_engine(
-    bundle: Bundle, *, device: str, dtype: str, threads: int, phase: Callable[[str], AbstractContextManager[None]]
-) -> TorchEngine:
+def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Phase) -> BuiltEngine:
     """Build the model without random init and assign the memory-mapped tensors (cast only when dtypes differ).
+
+    The device is options.device (DEVICE=auto: cuda when a GPU is visible); the compute dtype is float32 on a CPU
+    whatever the storage (fp16 matmuls on a CPU are ~27x slower) and options.cuda_dtype on a GPU.
 
     The native encoder is tried first for feature-extraction and text-classification (phases "import_torch",
     "load_weights": map and cast, "build_model": build and assign); otherwise, or with
@@ -62,17 +66,14 @@ def build_torch_engine(
     transformers class with the same mapped (and cast) tensors.
 
     Raises:
-        EngineError: TORCH_IMPLEMENTATION has a value other than auto or transformers.
         BundleCorruptError: the bundle names a model class this runtime does not build, or its tensors do not fit.
     """
-    m = bundle.manifest
-    requested = os.environ.get("TORCH_IMPLEMENTATION", "") or "auto"
-    if requested not in IMPLEMENTATIONS:
-        raise EngineError(
-            f"TORCH_IMPLEMENTATION={requested!r} is not an implementation; choose {' or '.join(IMPLEMENTATIONS)}"
-        )
+    m = manifest
     with phase("import_torch"):
         import torch
+    device = resolve_device(options.device, options.cuda_visible)
+    dtype = options.cuda_dtype if device.startswith("cuda") else "float32"
+    threads = options.threads
     if threads:
         torch.set_num_threads(threads)
         try:
@@ -81,27 +82,28 @@ def build_torch_engine(
             pass
     values = json.loads(bundle.read_file("config.json"))
     tensors = None
-    if requested == "auto" and m["task"] in ("feature-extraction", "text-classification"):
+    output = OUTPUTS.get(m.auto_class)
+    if options.torch_implementation == "auto" and m.task in NATIVE_TASKS:
         with phase("load_weights"):
             tensors = _in_dtype(bundle.tensors(), getattr(torch, dtype))
         with phase("build_model"):  # on the meta device, then the mapped tensors assigned in place
             from runtime.engines.native_encoder import build_native_encoder
 
-            native = build_native_encoder(values, tensors, m["task"], m.get("architecture", ""))
+            native = build_native_encoder(values, tensors, m.task, m.architecture)
             if native is not None:
                 native.requires_grad_(False)
                 if device != "cpu":
                     native.to(device)
         if native is not None:
-            return TorchEngine(native, device, OUTPUTS[m["task"]], implementation="native")
+            return BuiltEngine(TorchEngine(native, device, output, implementation="native"), device, dtype)
     with phase("import_transformers"):
         import transformers
         from transformers.initialization import no_init_weights
     with phase("build_model"):
-        auto = m["auto_class"]
+        auto = m.auto_class
         if auto not in AUTO_CLASSES:
             raise BundleCorruptError(f"{bundle.path} names model class {auto!r}; this runtime builds {AUTO_CLASSES}")
-        cls = _model_class(values.get("model_type", ""), m.get("architecture", ""))
+        cls = _model_class(values.get("model_type", ""), m.architecture)
         with no_init_weights():
             if cls is not None:  # the class Auto*.from_config would pick, without the Auto mappings
                 config = cls.config_class(**_without(values, "model_type"))
@@ -120,7 +122,18 @@ def build_torch_engine(
         model.eval()
         if device != "cpu":
             model.to(device)
-    return TorchEngine(model, device, OUTPUTS[m["task"]], implementation="transformers")
+    return BuiltEngine(TorchEngine(model, device, output, implementation="transformers"), device, dtype)
+
+
+def resolve_device(requested: str, cuda_visible: bool) -> str:
+    """DEVICE=auto -> cuda when a GPU is visible and torch can use it, else cpu."""
+    if requested != "auto":
+        return requested
+    if not cuda_visible:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _in_dtype(tensors: dict[str, Any], target: Any) -> dict[str, Any]:
@@ -129,7 +142,7 @@ def _in_dtype(tensors: dict[str, Any], target: Any) -> dict[str, Any]:
 
 
 def _model_class(model_type: str, architecture: str) -> Any:
-    """The class the builder used (manifest["architecture"]) from its own modeling module, or None to use Auto*.
+    """The class the builder used (manifest.architecture) from its own modeling module, or None to use Auto*.
 
     Importing `transformers.models.<type>.modeling_<type>` directly skips building the Auto mappings (~0.1 s of
     CPU at init). Only a class whose config class is the config.json's own model_type is taken, so the model and

@@ -1,38 +1,79 @@
-"""One module per task: parameter checks, the forward pass, and turning tensors into the response shape.
+"""One module per task, behind the Task protocol, registered in TASKS.
 
-Each task object offers:
-    check_parameters(params) -> normalised params        (raises InvalidParametersError)
-    preprocess(inputs, params) -> model inputs             (tensors on the model's device)
-    forward(batch, params) -> raw output                   (runs under torch.inference_mode)
-    postprocess(raw, batch, params) -> list of outputs     (one per input, JSON-ready)
+A task turns a request's inputs into model inputs, runs the engine, and shapes the outputs:
+    check_inputs(inputs)                       raises InvalidInputError for an input this task cannot take
+    check_parameters(params) -> params         normalised; raises InvalidParametersError
+    preprocess(inputs, params) -> batch        tokenised, padded (B, T) arrays
+    forward(batch, params) -> raw              the engine's forward pass (or generate), under torch.inference_mode
+    postprocess(raw, batch, params) -> Chunk   one JSON-ready output per input, plus generation counters
+    compare(expected, actual, precision)       golden outputs vs these outputs -> GoldenCheck
+
+Adding a task is one module here and one line in TASKS; nothing else branches on the task name.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-from runtime.errors import BundleCorruptError
+from runtime.errors import BundleCorruptError, InvalidInputError
 
-TASKS = ("feature-extraction", "text-classification", "text-generation")
+if TYPE_CHECKING:
+    from runtime.golden import GoldenCheck
+    from runtime.loader import LoadedModel
+    from runtime.settings import Settings
+
+# task name (manifest.task) -> "module:class"
+TASKS = {
+    "feature-extraction": "runtime.tasks.embedding:EmbeddingTask",
+    "text-classification": "runtime.tasks.classification:ClassificationTask",
+    "text-generation": "runtime.tasks.generation:GenerationTask",
+}
 
 
-def make_task(loaded: Any, settings: Any = None) -> Any:
-    """The task object for a LoadedModel, chosen by the bundle's manifest."""
-    task = loaded.task
-    if task == "feature-extraction":
-        from runtime.tasks.embedding import EmbeddingTask
+@dataclass(frozen=True)
+class Chunk:
+    """What one forward pass gave: an output per input, and for generation the tokens made and when the first came."""
 
-        return EmbeddingTask(loaded)
-    if task == "text-classification":
-        from runtime.tasks.classification import ClassificationTask
+    outputs: list[Any]
+    generated_tokens: int | None = None
+    first_token_ns: int | None = None  # perf_counter_ns when the first new token existed
 
-        return ClassificationTask(loaded)
-    if task == "text-generation":
-        from runtime.tasks.generation import GenerationTask
 
-        return GenerationTask(
-            loaded,
-            max_new_tokens_limit=getattr(settings, "max_new_tokens", 256),
-            max_input_tokens=getattr(settings, "max_input_tokens", 0) or None,
+class Task(Protocol):
+    name: str
+
+    def check_inputs(self, inputs: list[Any]) -> None: ...
+
+    def check_parameters(self, params: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def preprocess(self, inputs: list[Any], params: dict[str, Any]) -> Any: ...
+
+    def forward(self, batch: Any, params: dict[str, Any]) -> Any: ...
+
+    def postprocess(self, raw: Any, batch: Any, params: dict[str, Any]) -> Chunk: ...
+
+    def compare(self, expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck: ...
+
+
+def make_task(model: LoadedModel, settings: Settings) -> Task:
+    """The task object for a loaded model, chosen by its manifest. Raises BundleCorruptError for an unknown task."""
+    target = TASKS.get(model.manifest.task)
+    if target is None:
+        raise BundleCorruptError(
+            f"{model.bundle.path} has task {model.manifest.task!r}; this runtime serves {tuple(TASKS)}"
         )
-    raise BundleCorruptError(f"{loaded.bundle.path} has task {task!r}; this runtime serves {TASKS}")
+    module, cls = target.split(":")
+    task: Task = getattr(importlib.import_module(module), cls)(model, settings)
+    return task
+
+
+def text_only(task: str, inputs: list[Any]) -> None:
+    """Encoder tasks take text; chat messages are for text-generation models."""
+    if not all(isinstance(x, str) for x in inputs):
+        raise InvalidInputError(
+            f"chat-style inputs are for text-generation models; this model does {task}: "
+            'send {"inputs": "text"} or {"inputs": ["text", ...]}'
+        )

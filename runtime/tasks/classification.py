@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from runtime.golden import GoldenCheck, max_label_score_diff
+from runtime.loader import LoadedModel
+from runtime.settings import Settings
+from runtime.tasks import Chunk, text_only
 from runtime.tasks import params as p
 
 
 class ClassificationTask:
     name = "text-classification"
 
-    def __init__(self, loaded: Any) -> None:
-        m = loaded.manifest
-        self.engine = loaded.engine
-        self.tokenizer = loaded.tokenizer
-        self.labels: list[str] = list(m["labels"])
-        multi = m.get("problem_type") == "multi_label_classification" or len(self.labels) == 1
+    def __init__(self, model: LoadedModel, settings: Settings) -> None:
+        m = model.manifest
+        self.engine = model.engine
+        self.tokenizer = model.tokenizer
+        self.labels: list[str] = list(m.labels)
+        multi = m.problem_type == "multi_label_classification" or len(self.labels) == 1
         self.default_function = "sigmoid" if multi else "softmax"
 
-    def check_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+    def check_inputs(self, inputs: list[Any]) -> None:
+        text_only(self.name, inputs)
+
+    def check_parameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return p.check(
             self.name,
             params,
@@ -36,7 +44,7 @@ class ClassificationTask:
     def forward(self, batch: dict[str, np.ndarray], params: dict[str, Any]) -> np.ndarray:
         return self.engine.run(batch)  # (B, num_labels) logits
 
-    def postprocess(self, logits: np.ndarray, batch: dict[str, np.ndarray], params: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    def postprocess(self, logits: np.ndarray, batch: dict[str, np.ndarray], params: dict[str, Any]) -> Chunk:
         fn = params.get("function_to_apply", self.default_function)
         if fn == "softmax":
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -50,4 +58,7 @@ class ClassificationTask:
         for row in scores.tolist():
             ranked = sorted(zip(self.labels, row), key=lambda pair: pair[1], reverse=True)[:top_k]
             out.append([{"label": label, "score": score} for label, score in ranked])
-        return out
+        return Chunk(out)
+
+    def compare(self, expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
+        return max_label_score_diff(expected, actual, precision)

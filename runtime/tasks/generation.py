@@ -9,9 +9,16 @@ end a sequence when its new text contains one; the answer is cut just before the
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.errors import InvalidInputError, InvalidParametersError, PayloadTooLargeError
+from runtime.golden import GoldenCheck, text_match
+from runtime.loader import LoadedModel
+from runtime.manifest import GenerationManifest
+from runtime.settings import Settings
+from runtime.tasks import Chunk
 from runtime.tasks import params as p
 from runtime.tasks.chat import ChatTemplate
 
@@ -51,40 +58,53 @@ class _StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+@dataclass(frozen=True)
+class Generated:
+    """generate()'s output: (rows, prompt + new tokens) ids, and when the first new token existed."""
+
+    sequences: Any
+    first_token_ns: int | None
+
+
 class GenerationTask:
     name = "text-generation"
 
-    def __init__(self, loaded: Any, *, max_new_tokens_limit: int = 256, max_input_tokens: int | None = None) -> None:
-        m = loaded.manifest
-        gen = m.get("generation") or {}
-        self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
-        self.device = loaded.device
-        self.is_encoder_decoder: bool = bool(gen.get("is_encoder_decoder", False))
-        base = {k: v for k, v in (gen.get("generation_config") or {}).items() if k not in _VOLATILE}
-        base.setdefault("eos_token_id", gen.get("eos_token_id"))
-        base.setdefault("pad_token_id", gen.get("pad_token_id"))
+    def __init__(self, model: LoadedModel, settings: Settings) -> None:
+        m = model.manifest
+        gen = m.generation or GenerationManifest()
+        max_new_tokens_limit = settings.max_new_tokens
+        max_input_tokens = settings.max_input_tokens or None
+        self.model = model.model
+        self.tokenizer = model.tokenizer
+        self.device = model.device
+        self.is_encoder_decoder = gen.is_encoder_decoder
+        base = {k: v for k, v in gen.generation_config.items() if k not in _VOLATILE}
+        eos = list(gen.eos_token_id) if isinstance(gen.eos_token_id, tuple) else gen.eos_token_id
+        base.setdefault("eos_token_id", eos)
+        base.setdefault("pad_token_id", gen.pad_token_id)
         # transformers' own stop_strings need its tokenizer object: the model's default stops become ours
         stops = base.pop("stop_strings", None) or []
         self.default_stop: list[str] = [stops] if isinstance(stops, str) else list(stops)
         self._base_config = base
         self.eos_token_ids: set[int] = set(_ids(base["eos_token_id"]))
-        self.max_length = int(m["max_length"])
+        self.max_length = m.max_length
         # encoder-decoder models with learned decoder positions (BART) cannot decode past them
         positions = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
         self.max_new_tokens_limit = max_new_tokens_limit
         self.max_new_tokens_why = "MAX_NEW_TOKENS"
         if self.is_encoder_decoder and isinstance(positions, int) and positions - 1 < max_new_tokens_limit:
             self.max_new_tokens_limit, self.max_new_tokens_why = positions - 1, f"the decoder's {positions} positions"
-        self.default_max_new_tokens = min(int(gen.get("default_max_new_tokens", 32)), self.max_new_tokens_limit)
+        self.default_max_new_tokens = min(gen.default_max_new_tokens, self.max_new_tokens_limit)
         # a prompt the tokenizer truncated at max_length may have been longer: max_length itself is never accepted
         self.max_input_tokens = min(max_input_tokens or self.max_length, self.max_length - 1)
-        self.cleanup_spaces: bool = bool(gen.get("clean_up_tokenization_spaces", False))
-        template = gen.get("chat_template")
-        self.chat = ChatTemplate(template, gen.get("special_tokens", {})) if template else None
-        self.last_clock: _FirstTokenClock | None = None
+        self.cleanup_spaces = gen.clean_up_tokenization_spaces
+        template = gen.chat_template
+        self.chat = ChatTemplate(template, dict(gen.special_tokens)) if template else None
 
-    def check_parameters(self, params: dict[str, Any]) -> dict[str, Any]:
+    def check_inputs(self, inputs: list[Any]) -> None:
+        """Text prompts and chats both go (a chat is rendered with the model's template in preprocess)."""
+
+    def check_parameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
         out = p.check(
             self.name,
             params,
@@ -173,33 +193,34 @@ class GenerationTask:
         settings.pop("max_length", None)  # max_new_tokens decides
         return GenerationConfig(**settings)
 
-    def forward(self, batch: dict[str, Any], params: dict[str, Any]) -> Any:
+    def forward(self, batch: dict[str, Any], params: dict[str, Any]) -> Generated:
         from transformers import StoppingCriteriaList
 
         config = self.generation_config(params)
         clock = _FirstTokenClock()
-        self.last_clock = clock
-        criteria = [clock]
+        criteria: list[Any] = [clock]
         if params.get("stop"):
             criteria.append(_StopOnStrings(params["stop"], self._new_tokens_start(batch), self._decode))
         import torch
 
         with torch.inference_mode():
-            return self.model.generate(
+            sequences = self.model.generate(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=config,
                 stopping_criteria=StoppingCriteriaList(criteria),
             )
+        return Generated(sequences, clock.first_token_ns)
 
     def _new_tokens_start(self, batch: dict[str, Any]) -> int:
         # decoder-only: the output repeats the (padded) prompt; encoder-decoder: it starts with decoder_start_token_id
         return 1 if self.is_encoder_decoder else batch["input_ids"].shape[1]
 
-    def postprocess(self, sequences: Any, batch: dict[str, Any], params: dict[str, Any]) -> list[dict[str, Any]]:
+    def postprocess(self, generated: Generated, batch: dict[str, Any], params: dict[str, Any]) -> Chunk:
         start = self._new_tokens_start(batch)
         stops = params.get("stop") or []
         out = []
+        total = 0
         prompts = batch["input_ids"].cpu().tolist()
-        for row, prompt_len, prompt in zip(sequences.cpu().tolist(), batch["prompt_lengths"], prompts):
+        for row, prompt_len, prompt in zip(generated.sequences.cpu().tolist(), batch["prompt_lengths"], prompts):
             new = row[start:]
             n = self._generated_count(new, stops)
             text = self._decode(new[:n])
@@ -210,8 +231,12 @@ class GenerationTask:
             if params.get("return_full_text") and not self.is_encoder_decoder:
                 left = self.tokenizer.spec.padding_side == "left"
                 text = self._decode(prompt[len(prompt) - prompt_len :] if left else prompt[:prompt_len]) + text
-            out.append({"generated_text": text, "generated_tokens": n})
-        return out
+            out.append({"generated_text": text})
+            total += n
+        return Chunk(out, generated_tokens=total, first_token_ns=generated.first_token_ns)
+
+    def compare(self, expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
+        return text_match(expected, actual, precision)
 
     def _generated_count(self, new: list[int], stops: list[str]) -> int:
         """Tokens the model produced for one sequence: up to its first eos (included) or the token that completed a

@@ -1,0 +1,220 @@
+"""The Lambda function: built once per container from Settings and the bundle, then answers every event.
+
+    event -> classify -> adapter (runtime/events.py) -> Request (runtime/request.py)
+          -> Predictor.predict: task + engine -> Prediction -> response for the event kind (runtime/responses.py)
+
+`Function.load` is the setup step: a failure there is fatal (Lambda reports an init error). `Function.handle` is the
+per-event step: a bad request is an answer, and the function keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.batch import Answered, Failed, batch_response, process_records
+from runtime.errors import BundleCorruptError, MethodNotAllowedError, RequestError, as_request_error
+from runtime.events import EventKind, HttpEvent, SqsRecord, classify
+from runtime.golden import GoldenCheck
+from runtime.logs import InvocationLog, get_logger, log_invocation
+from runtime.predictor import Predictor
+from runtime.request import parse_body, parse_payload
+from runtime.responses import HttpResponse, ServedBy, envelope, http_error, http_response
+from runtime.settings import Settings, set_library_environment
+from runtime.sinks import LogSink, QueueSink, ResultSink
+from runtime.timing import StageTimer
+
+
+@dataclass
+class _Answer:
+    """One invocation's response and what its log line says about it."""
+
+    response: Any
+    status: str
+    timing: dict[str, Any]
+    request_ms: dict[str, float]
+    inference_ms: float | None
+    errors: int = 0
+    records: int | None = None
+    error: RequestError | None = None
+
+
+class Function:
+    """Owns the loaded model and task (the Predictor), the canary result, the cold flag and the SQS result sink."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        settings: Settings,
+        *,
+        init_ms: dict[str, float] | None = None,
+        canary: GoldenCheck | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.settings = settings
+        self.init_ms = init_ms or {}
+        self.canary = canary
+        self.logger = logger or get_logger(settings.log_level)
+        self.served = ServedBy(
+            model=predictor.describe_model(),
+            init_ms=self.init_ms,
+            device=predictor.model.device,
+            dtype=predictor.model.dtype,
+            threads=settings.threads,
+        )
+        self._cold = True
+        self._sink: ResultSink | None = None  # made on the first SQS event: boto3 is not imported at init
+
+    @classmethod
+    def load(cls, settings: Settings, *, t0_ns: int | None = None) -> Function:
+        """Read the bundle, build the engine and task, run the golden canary. Raises BundleError on any problem.
+
+        Args:
+            settings: the function's settings.
+            t0_ns: perf_counter_ns when init began (the handler module's import); defaults to now.
+        """
+        t0_ns = t0_ns or time.perf_counter_ns()
+        set_library_environment()
+        logger = get_logger(settings.log_level)
+        predictor = Predictor.load(settings)
+        t = time.perf_counter_ns()
+        canary = None
+        if settings.canary:
+            canary = predictor.check_golden(limit=1)
+            if not canary.ok:
+                raise BundleCorruptError(
+                    f"canary failed: the first golden example of {settings.model_bundle} gives "
+                    f"{canary.describe()} against the output stored at build time; the model does not "
+                    "compute what it computed when it was built"
+                )
+        canary_ms = (time.perf_counter_ns() - t) / 1e6
+        init_ms = {
+            **{k: round(v, 3) for k, v in predictor.model.phases_ms.items()},
+            "canary": round(canary_ms, 3),
+            "total": round((time.perf_counter_ns() - t0_ns) / 1e6, 3),
+        }
+        fn = cls(predictor, settings, init_ms=init_ms, canary=canary, logger=logger)
+        fn.logger.info(
+            "init",
+            extra={
+                "fields": {
+                    "init_ms": init_ms,
+                    "model": fn.served.model,
+                    "threads": fn.served.threads,
+                    "canary": canary.describe() if canary else None,
+                }
+            },
+        )
+        return fn
+
+    def handle(self, event: Any, context: Any) -> Any:
+        """Answer one event: direct invoke, API Gateway v1/v2, Function URL or SQS batch.
+
+        Raises:
+            RequestError subclasses for a bad direct invoke (the errorType names the problem).
+        """
+        cold, self._cold = self._cold, False
+        request_id = getattr(context, "aws_request_id", None) or f"local-{uuid.uuid4()}"
+        kind = classify(event)
+        started = time.perf_counter_ns()
+        if kind is EventKind.SQS:
+            answer = self._sqs(event, request_id, cold)
+        elif kind is EventKind.DIRECT:
+            answer = self._direct(event, request_id, cold)
+        else:
+            answer = self._http(event, kind, request_id, cold)
+        total_ms = round((time.perf_counter_ns() - started) / 1e6, 3)
+        request_ms = {**answer.request_ms, "total": answer.request_ms.get("total", total_ms)}
+        log_invocation(
+            self.logger,
+            InvocationLog(
+                kind=kind.value,
+                request_id=request_id,
+                status=answer.status,
+                cold_start=cold,
+                init_total_ms=float(self.init_ms.get("total", 0.0)),
+                timing=answer.timing or {"cold_start": cold, "init_ms": self.init_ms, "request_ms": request_ms},
+                request_ms=total_ms,
+                inference_ms=answer.inference_ms,
+                errors=answer.errors,
+                records=answer.records,
+                error=answer.error.describe() if answer.error else None,
+            ),
+            namespace=self.settings.metrics_namespace,
+            function_name=self.settings.aws_lambda_function_name,
+        )
+        if kind is EventKind.DIRECT and answer.error is not None:
+            raise answer.error  # the runtime renders it as {"errorType", "errorMessage"}
+        return answer.response
+
+    def _direct(self, event: Any, request_id: str, cold: bool) -> _Answer:
+        timer = self.predictor.new_timer()
+        try:
+            with timer.stage("parse"):
+                request = parse_payload(event, self.settings.limits)
+            prediction = self.predictor.predict(request.inputs, request.parameters, timer=timer)
+        except Exception as e:  # noqa: BLE001 - a caller gets a typed error, never a stack trace
+            error = as_request_error(e, request_id, self.logger)
+            return self._failed(None, error.error_type, error, timer)
+        outputs = prediction.outputs[0] if request.single else prediction.outputs
+        body = envelope(self.served, prediction, outputs, request_id=request_id, cold=cold)
+        return _Answer(body, "ok", body["timing"], prediction.request_ms, prediction.inference_ms)
+
+    def _http(self, event: dict[str, Any], kind: EventKind, request_id: str, cold: bool) -> _Answer:
+        timer = self.predictor.new_timer()
+        try:
+            with timer.stage("parse"):
+                http = HttpEvent(event, kind)
+                if http.method != "POST":
+                    raise MethodNotAllowedError(
+                        f"method {http.method or '(none)'} is not allowed; send POST with a JSON body"
+                    )
+                request = parse_body(http.body, self.settings.limits)
+            prediction = self.predictor.predict(request.inputs, request.parameters, timer=timer)
+        except Exception as e:  # noqa: BLE001 - a caller gets the request id, never a stack trace
+            error = as_request_error(e, request_id, self.logger)
+            return self._failed(http_error(error, request_id), str(error.status), error, timer)
+        outputs = prediction.outputs[0] if request.single else prediction.outputs
+        body = envelope(self.served, prediction, outputs, request_id=request_id, cold=cold)
+        response: HttpResponse = http_response(200, body, request_id)
+        return _Answer(response, "200", body["timing"], prediction.request_ms, prediction.inference_ms)
+
+    def _sqs(self, event: dict[str, Any], request_id: str, cold: bool) -> _Answer:
+        records = [SqsRecord(r) for r in event.get("Records", [])]
+        outcomes = process_records(records, self.predictor, self.settings.limits, self.logger)
+        results = [
+            (o.message_id, envelope(self.served, o.prediction, o.outputs, request_id=request_id, cold=cold,
+                                    batch_records=o.batch_records))
+            for o in outcomes
+            if isinstance(o, Answered)
+        ]
+        failed = {o.message_id for o in outcomes if isinstance(o, Failed)}
+        failed |= self.sink.send(results) if results else set()
+        response = batch_response(records, failed)
+        passes = {id(o.prediction): o.prediction for o in outcomes if isinstance(o, Answered)}.values()
+        inference = round(sum(p.inference_ms for p in passes), 3) if passes else None
+        failures = len(response["batchItemFailures"])
+        return _Answer(
+            response,
+            f"{failures} failed of {len(records)}",
+            {},
+            {"inference": inference} if inference is not None else {},
+            inference,
+            errors=failures,
+            records=len(records),
+        )
+
+    def _failed(self, response: Any, status: str, error: RequestError, timer: StageTimer) -> _Answer:
+        stages = timer.as_ms()
+        return _Answer(response, status, {}, stages, stages.get("inference"), errors=1, error=error)
+
+    @property
+    def sink(self) -> ResultSink:
+        if self._sink is None:
+            url = self.settings.results_queue_url
+            self._sink = QueueSink(url, self.logger) if url else LogSink(self.logger)
+        return self._sink

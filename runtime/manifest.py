@@ -1,0 +1,225 @@
+"""The bundle's manifest as frozen dataclasses: parsed and checked once, when the bundle is read.
+
+The builder writes the manifest as JSON (runtime/bundle.py stores it in the header); `parse_manifest` turns it into
+these values. Nothing after that reads a manifest key by string. A missing or ill-typed field is a
+BundleCorruptError that names the field, never a KeyError or TypeError at first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from runtime.errors import BundleCorruptError
+
+T = TypeVar("T")
+
+PADDING_SIDES = ("left", "right")
+POOLING_MODES = ("mean", "cls", "max")
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class TokenizerManifest:
+    """How the bundled tokenizer.json is used: truncation length, padding, the inputs the model takes."""
+
+    max_length: int
+    pad_token: str | None
+    pad_id: int | None
+    padding_side: str = "right"
+    model_input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """feature-extraction: how token states become one sentence embedding (sentence-transformers' Pooling)."""
+
+    mode: str = "mean"
+    normalize: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationManifest:
+    """text-generation: the source's generation defaults, decoding clean-up and chat template."""
+
+    is_encoder_decoder: bool = False
+    eos_token_id: int | tuple[int, ...] | None = None
+    pad_token_id: int | None = None
+    default_max_new_tokens: int = 32
+    generation_config: Mapping[str, Any] = field(default_factory=dict)  # the source's, as saved (use_diff)
+    clean_up_tokenization_spaces: bool = False  # decode as transformers' clean_up_tokenization does
+    chat_template: str | None = None
+    special_tokens: Mapping[str, Any] = field(default_factory=dict)  # bos_token, eos_token, ... for the template
+
+
+@dataclass(frozen=True)
+class GoldenExample:
+    """An input, its parameters, and the output the source model gave at build time."""
+
+    input: Any
+    parameters: Mapping[str, Any]
+    output: Any
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    task: str
+    model_type: str
+    architecture: str
+    auto_class: str
+    dtype: str  # storage dtype of the floating tensors
+    max_length: int
+    tokenizer: TokenizerManifest
+    golden: tuple[GoldenExample, ...]
+    engine: str = "torch"  # the engine the bundle was built for (ENGINE=auto picks it)
+    compiled: str | None = None
+    num_parameters: int = 0
+    versions: Mapping[str, Any] = field(default_factory=dict)
+    pooling: Pooling | None = None  # feature-extraction
+    labels: tuple[str, ...] = ()  # text-classification
+    problem_type: str | None = None  # text-classification
+    generation: GenerationManifest | None = None  # text-generation
+
+
+class _Fields:
+    """Typed reads of one JSON object; every failure names the field's path in the manifest."""
+
+    def __init__(self, where: str, path: str, raw: Any) -> None:
+        self.where, self.path = where, path
+        if not isinstance(raw, Mapping):
+            raise self.bad(path, "must be a JSON object", raw)
+        self.raw = raw
+
+    def bad(self, name: str, why: str, value: Any) -> BundleCorruptError:
+        return BundleCorruptError(
+            f"{self.where}: manifest field {name!r} {why}, got {_short(value)}; rebuild the bundle with bundle_builder"
+        )
+
+    def get(self, key: str, check: Callable[[Any], bool], why: str, default: Any = ...) -> Any:
+        name = f"{self.path}.{key}" if self.path else key
+        if key not in self.raw or (self.raw[key] is None and default is not ...):
+            if default is ...:
+                raise BundleCorruptError(
+                    f"{self.where}: manifest has no field {name!r}; rebuild the bundle with bundle_builder"
+                )
+            return default
+        value = self.raw[key]
+        if not check(value):
+            raise self.bad(name, why, value)
+        return value
+
+    def text(self, key: str, default: Any = ...) -> Any:
+        return self.get(key, lambda v: isinstance(v, str), "must be a string", default)
+
+    def integer(self, key: str, lo: int = 0, default: Any = ...) -> Any:
+        return self.get(key, lambda v: _is_int(v) and v >= lo, f"must be an integer >= {lo}", default)
+
+    def flag(self, key: str, default: Any = ...) -> Any:
+        return self.get(key, lambda v: isinstance(v, bool), "must be true or false", default)
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> Any:
+        return self.get(key, lambda v: v in choices, f"must be one of {list(choices)}", default)
+
+    def obj(self, key: str, default: Any = ...) -> Any:
+        return self.get(key, lambda v: isinstance(v, Mapping), "must be a JSON object", default)
+
+    def strings(self, key: str, default: Any = ...) -> Any:
+        value = self.get(
+            key, lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "must be a list of strings", default
+        )
+        return tuple(value)
+
+    def child(self, key: str) -> _Fields:
+        return _Fields(self.where, f"{self.path}.{key}" if self.path else key, self.obj(key))
+
+
+def parse_manifest(raw: Any, where: str) -> Manifest:
+    """The header's manifest JSON -> Manifest.
+
+    Args:
+        raw: the decoded "manifest" object of the bundle header.
+        where: the bundle's path, for error messages.
+
+    Raises:
+        BundleCorruptError: a field is missing or has the wrong type; the message names it.
+    """
+    m = _Fields(where, "", raw)
+    task = m.text("task")
+    tok = m.child("tokenizer")
+    tokenizer = TokenizerManifest(
+        max_length=tok.integer("max_length", 1),
+        pad_token=tok.text("pad_token", None),
+        pad_id=tok.integer("pad_id", 0, None),
+        padding_side=tok.choice("padding_side", PADDING_SIDES, "right"),
+        model_input_names=tuple(
+            tok.get(
+                "model_input_names",
+                lambda v: isinstance(v, list) and all(n in MODEL_INPUTS for n in v),
+                f"must be a list of {list(MODEL_INPUTS)}",
+                ["input_ids", "attention_mask"],
+            )
+        ),
+    )
+    golden = m.get("golden", lambda v: isinstance(v, list), "must be a list of examples")
+    examples = []
+    for i, ex in enumerate(golden):
+        g = _Fields(where, f"golden[{i}]", ex)
+        if "input" not in g.raw or "output" not in g.raw:
+            raise g.bad(f"golden[{i}]", 'must have "input" and "output"', sorted(g.raw))
+        examples.append(GoldenExample(input=g.raw["input"], parameters=g.obj("parameters", {}), output=g.raw["output"]))
+    pooling = None
+    if "pooling" in m.raw and m.raw["pooling"] is not None:
+        p = m.child("pooling")
+        pooling = Pooling(mode=p.choice("mode", POOLING_MODES, "mean"), normalize=p.flag("normalize", False))
+    generation = None
+    if "generation" in m.raw and m.raw["generation"] is not None:
+        generation = _generation(m.child("generation"))
+    return Manifest(
+        name=m.text("name"),
+        task=task,
+        model_type=m.text("model_type", ""),
+        architecture=m.text("architecture", ""),
+        auto_class=m.text("auto_class"),
+        dtype=m.text("dtype"),
+        max_length=m.integer("max_length", 1),
+        tokenizer=tokenizer,
+        golden=tuple(examples),
+        engine=m.text("engine", "torch"),
+        compiled=m.text("compiled", None),
+        num_parameters=m.integer("num_parameters", 0, 0),
+        versions=m.obj("versions", {}),
+        pooling=pooling,
+        labels=m.strings("labels", []),
+        problem_type=m.text("problem_type", None),
+        generation=generation,
+    )
+
+
+def _generation(g: _Fields) -> GenerationManifest:
+    eos = g.get(
+        "eos_token_id",
+        lambda v: _is_int(v) or (isinstance(v, list) and all(_is_int(x) for x in v)),
+        "must be a token id or a list of them",
+        None,
+    )
+    return GenerationManifest(
+        is_encoder_decoder=g.flag("is_encoder_decoder", False),
+        eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
+        pad_token_id=g.integer("pad_token_id", 0, None),
+        default_max_new_tokens=g.integer("default_max_new_tokens", 1, 32),
+        generation_config=g.obj("generation_config", {}),
+        clean_up_tokenization_spaces=g.flag("clean_up_tokenization_spaces", False),
+        chat_template=g.text("chat_template", None),
+        special_tokens=g.obj("special_tokens", {}),
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
