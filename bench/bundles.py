@@ -18,8 +18,8 @@ import hashlib
 import shutil
 import sys
 import time
-from importlib import metadata
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 

@@ -39,8 +39,13 @@ class _FirstTokenStreamer:
 
 
 def bench_generation(
-    bundle_path: str | Path, source_folder: str | Path, prompt: str | list[dict[str, str]], max_new_tokens: int,
-    *, repeats: int = 5, threads: int | None = None,
+    bundle_path: str | Path,
+    source_folder: str | Path,
+    prompt: str | list[dict[str, str]],
+    max_new_tokens: int,
+    *,
+    repeats: int = 5,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Time to first token and tokens/s of our predictor and of `model.generate` on the source, greedy.
 
@@ -71,6 +76,8 @@ def bench_generation(
     model = auto.from_pretrained(str(source_folder), dtype=torch.float32).eval()
     if isinstance(prompt, list):
         enc = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        if not isinstance(enc, transformers.BatchEncoding):  # return_dict=True gives one; typed as any output
+            raise TypeError(f"apply_chat_template(return_dict=True) returned {type(enc).__name__}, not BatchEncoding")
     else:
         enc = tokenizer(prompt, return_tensors="pt")
     start = 1 if config.is_encoder_decoder else enc["input_ids"].shape[1]
@@ -81,7 +88,13 @@ def bench_generation(
         prediction = predictor.predict([prompt], dict(params), timer=timer)
         total_ms = timer.stages_ns["inference"] / 1e6
         text = prediction.outputs[0]["generated_text"]
-        return _row(prediction.generated_tokens, prediction.time_to_first_token_ms, total_ms, text)
+        tokens, ttft_ms = prediction.generated_tokens, prediction.time_to_first_token_ms
+        if tokens is None or ttft_ms is None:
+            raise ValueError(
+                f"{bundle_path}: the prediction has no generated_tokens or time_to_first_token_ms; "
+                "is it a text-generation bundle?"
+            )
+        return _row(tokens, ttft_ms, total_ms, text)
 
     def peer() -> dict[str, Any]:
         clock = _FirstTokenStreamer()
@@ -90,6 +103,10 @@ def bench_generation(
             out = model.generate(**enc, **params, streamer=clock)
         total_ms = (time.perf_counter_ns() - t0) / 1e6
         text = tokenizer.decode(out[0, start:], skip_special_tokens=True)
+        if clock.first_token_ns is None:
+            raise RuntimeError("generate() finished without streaming a first new token")
+        if not isinstance(text, str):  # one sequence decodes to one str; typed str | list[str]
+            raise TypeError(f"decode of one sequence returned {type(text).__name__}, not str")
         return _row(out.shape[1] - start, (clock.first_token_ns - t0) / 1e6, total_ms, text)
 
     ours(), peer()  # warm-up: first-call allocations, lazy imports

@@ -253,11 +253,12 @@ def notes(r: dict[str, Any]) -> list[str]:
     g = r.get("generation")
     if g:
         s = g["setup"]
+        bundle_note = "cached" if s["bundle_cached"] else f"built in {s['build_s']:.0f} s"
         out.append(
             f"generation: {Path(s['gguf']).name} dequantised to fp32, greedy, {g['settings']['max_new_tokens']} new "
             f"tokens, {g['threads']} threads, one process, sides alternating; decode tokens/s ours "
             f"{g['ours']['decode_tokens_per_s']} vs generate {g['peer']['decode_tokens_per_s']}; "
-            f"bundle {s['bundle']} ({'cached' if s['bundle_cached'] else 'built in %.0f s' % s['build_s']})"
+            f"bundle {s['bundle']} ({bundle_note})"
         )
         if not g["same_text"]:
             out.append(
@@ -274,7 +275,10 @@ def format_table(rows: list[Row]) -> str:
         for r in rows
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    line = lambda c: "  ".join(x.ljust(w) if i in (0, 4) else x.rjust(w) for i, (x, w) in enumerate(zip(c, widths)))
+
+    def line(c: tuple[str, ...]) -> str:
+        return "  ".join(x.ljust(w) if i in (0, 4) else x.rjust(w) for i, (x, w) in enumerate(zip(c, widths)))
+
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), sep, *(line(c) for c in cells[1:])])
 

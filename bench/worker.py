@@ -109,7 +109,7 @@ def _sqs(spec: dict[str, Any]) -> dict[str, Any]:
     elapsed = {size: 0.0 for size in sizes}
     done = {size: 0 for size in sizes}
     failures = {size: 0 for size in sizes}
-    per_round = max(max(sizes), records // rounds)
+    per_round = max(*sizes, records // rounds)
     for r in range(rounds):
         for size in sizes:
             events = max(1, per_round // size)

@@ -14,8 +14,7 @@ from bundle_builder.reference import golden_examples
 from bundle_builder.sources import Source, read_source
 from bundle_builder.verify import VerifyReport, verify_bundle
 from runtime.bundle import FORMAT, FORMAT_VERSION, write_bundle
-from runtime.engines import ENGINES
-from runtime.engines import ONNX_FILE
+from runtime.engines import ENGINES, ONNX_FILE
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -134,9 +133,18 @@ def build_bundle(
         with tempfile.TemporaryDirectory(prefix="gguf-") as tmp:
             folder = convert_gguf(gguf, Path(tmp) / Path(gguf).stem, progress=progress)
             return build_bundle(
-                folder, out, engine=engine, task=task, multi_label=multi_label, dtype=dtype,
-                max_length=max_length, name=name or Path(gguf).stem, progress=progress,
+                folder,
+                out,
+                engine=engine,
+                task=task,
+                multi_label=multi_label,
+                dtype=dtype,
+                max_length=max_length,
+                name=name or Path(gguf).stem,
+                progress=progress,
             )
+    if src is None:  # excluded by the either/or check above
+        raise SourceError("give either a model folder or --gguf FILE, not both or neither")
     from tqdm import tqdm
 
     steps = tqdm(total=5, desc="bundle", unit="step", disable=not progress)
@@ -146,7 +154,7 @@ def build_bundle(
         raise SourceError("--multi-label applies to text-classification only")
     steps.update()
 
-    import sentence_transformers  # noqa: F401  (recorded in versions; imported before torch threads are set)
+    import sentence_transformers
     import tokenizers
     import torch
     import transformers
@@ -232,8 +240,18 @@ def _decode_cleans_up(tokenizer: Any) -> bool:
     if text == raw:
         return False
     cleaned = raw
-    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    for before, after in (
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ):
         cleaned = cleaned.replace(before, after)
     if text == cleaned:
         return True
@@ -244,8 +262,15 @@ def _decode_cleans_up(tokenizer: Any) -> bool:
 
 
 def _manifest(
-    source: Source, model: Any, tokenizer: Any, config: dict[str, Any], golden: list[dict[str, Any]],
-    max_length: int, dtype: str, name: str | None, multi_label: bool,
+    source: Source,
+    model: Any,
+    tokenizer: Any,
+    config: dict[str, Any],
+    golden: list[dict[str, Any]],
+    max_length: int,
+    dtype: str,
+    name: str | None,
+    multi_label: bool,
 ) -> dict[str, Any]:
     generation = source.task == "text-generation"
     pad_id = tokenizer.pad_token_id
@@ -267,7 +292,9 @@ def _manifest(
             "pad_id": pad_id,
             # generate() continues the last position, so prompts of a batch are padded on the left
             "padding_side": "left" if generation and not source.is_encoder_decoder else "right",
-            "model_input_names": [n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")],
+            "model_input_names": [
+                n for n in tokenizer.model_input_names if n in ("input_ids", "attention_mask", "token_type_ids")
+            ],
         },
         "golden": golden,
     }
@@ -276,7 +303,11 @@ def _manifest(
     if source.task == "text-classification":
         id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
         manifest["labels"] = [id2label.get(i, f"LABEL_{i}") for i in range(model.config.num_labels)]
-        manifest["problem_type"] = "multi_label_classification" if multi_label else (config.get("problem_type") or "single_label_classification")
+        manifest["problem_type"] = (
+            "multi_label_classification"
+            if multi_label
+            else (config.get("problem_type") or "single_label_classification")
+        )
     if generation:
         # what chat templates see as bos_token, eos_token, ... (transformers passes tokenizer.special_tokens_map)
         specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, (str, list))}
@@ -288,7 +319,9 @@ def _manifest(
             gen_config.pop(key, None)
         manifest["generation"] = {
             "is_encoder_decoder": source.is_encoder_decoder,
-            "eos_token_id": model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id,
+            "eos_token_id": model.generation_config.eos_token_id
+            if model.generation_config.eos_token_id is not None
+            else tokenizer.eos_token_id,
             "pad_token_id": pad_id,
             "default_max_new_tokens": 32,
             # the source's generation defaults (decoder_start_token_id, forced_bos_token_id, no_repeat_ngram_size, ...)

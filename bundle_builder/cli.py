@@ -20,11 +20,18 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="pack a local model folder into one bundle file")
     build.add_argument("src", nargs="?", help="model folder (save_pretrained or sentence-transformers layout)")
     build.add_argument("--gguf", metavar="FILE", help="build from a GGUF file instead of a folder (dequantised)")
-    build.add_argument("--engine", choices=ENGINES, default="torch", help="default engine of the bundle; onnxruntime also stores an optimised ONNX graph")
+    build.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="torch",
+        help="default engine of the bundle; onnxruntime also stores an optimised ONNX graph",
+    )
     build.add_argument("-o", "--out", required=True, help="bundle file to write")
     build.add_argument("--task", choices=sorted(TASK_AUTO_CLASS), help="default: inferred from config.json")
     build.add_argument("--multi-label", action="store_true", help="text-classification with sigmoid scores per label")
-    build.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32", help="weight storage dtype (CPU computes in fp32)")
+    build.add_argument(
+        "--dtype", choices=STORAGE_DTYPES, default="float32", help="weight storage dtype (CPU computes in fp32)"
+    )
     build.add_argument("--max-length", type=int, help="token limit (default: the model's own)")
     build.add_argument("--name", help="model name recorded in the bundle (default: the folder name)")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -43,8 +50,16 @@ def main(argv: list[str] | None = None) -> int:
             from bundle_builder.build import build_bundle
 
             result = build_bundle(
-                args.src, args.out, gguf=args.gguf, engine=args.engine, task=args.task, multi_label=args.multi_label, dtype=args.dtype,
-                max_length=args.max_length, name=args.name, progress=not args.quiet,
+                args.src,
+                args.out,
+                gguf=args.gguf,
+                engine=args.engine,
+                task=args.task,
+                multi_label=args.multi_label,
+                dtype=args.dtype,
+                max_length=args.max_length,
+                name=args.name,
+                progress=not args.quiet,
             )
             print(
                 f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, sha256 {result.sha256}); "
@@ -60,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
             report = verify_bundle(args.bundle)
             print(f"OK {args.bundle}: sha256 {report.sha256}; {report.examples} golden examples, {report.describe()}")
-    except Exception as e:  # noqa: BLE001 - the CLI's contract: one line, the error's type and message
+    except Exception as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1
     return 0

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from bundle_builder.errors import SourceError
 
@@ -49,7 +50,11 @@ def convert_gguf(
     import transformers
 
     with _quiet(not progress):
-        where = {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name, "local_files_only": True}
+        where: dict[str, Any] = {
+            "pretrained_model_name_or_path": str(path.parent),
+            "gguf_file": path.name,
+            "local_files_only": True,
+        }
         try:
             config = transformers.AutoConfig.from_pretrained(**where)
             tokenizer = transformers.AutoTokenizer.from_pretrained(**where)

@@ -20,12 +20,20 @@ DEFAULT_PROMPTS = ("The capital of France is", "Once upon a time, there was", "d
 GOLDEN_NEW_TOKENS = 8
 
 
-def golden_examples(source: Source, model: Any, tokenizer: Any, *, multi_label: bool, max_length: int) -> list[dict[str, Any]]:
+def golden_examples(
+    source: Source, model: Any, tokenizer: Any, *, multi_label: bool, max_length: int
+) -> list[dict[str, Any]]:
     """[{"input", "parameters", "output"}, ...] for the source model."""
     if source.task == "feature-extraction":
-        return [{"input": t, "parameters": {}, "output": o} for t, o in zip(DEFAULT_TEXTS, _embeddings(source, model, tokenizer, max_length))]
+        return [
+            {"input": t, "parameters": {}, "output": o}
+            for t, o in zip(DEFAULT_TEXTS, _embeddings(source, model, tokenizer, max_length))
+        ]
     if source.task == "text-classification":
-        return [{"input": t, "parameters": {}, "output": o} for t, o in zip(DEFAULT_TEXTS, _classify(source, multi_label, max_length))]
+        return [
+            {"input": t, "parameters": {}, "output": o}
+            for t, o in zip(DEFAULT_TEXTS, _classify(source, multi_label, max_length))
+        ]
     # explicit greedy settings: a source whose generation_config asks for beams or sampling still has one answer
     params = {"max_new_tokens": GOLDEN_NEW_TOKENS, "do_sample": False, "num_beams": 1}
     return [{"input": t, "parameters": params, "output": _generate(model, tokenizer, t)} for t in DEFAULT_PROMPTS]
@@ -66,5 +74,5 @@ def _generate(model: Any, tokenizer: Any, prompt: str) -> dict[str, Any]:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=GOLDEN_NEW_TOKENS, do_sample=False, num_beams=1, pad_token_id=pad)
-    new = out[0] if model.config.is_encoder_decoder else out[0, enc["input_ids"].shape[1]:]
+    new = out[0] if model.config.is_encoder_decoder else out[0, enc["input_ids"].shape[1] :]
     return {"generated_text": tokenizer.decode(new, skip_special_tokens=True)}

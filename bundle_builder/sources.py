@@ -7,6 +7,7 @@ weights, code that would need trust_remote_code, an architecture or task the run
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,12 @@ TASK_AUTO_CLASS = {
     "text-classification": "AutoModelForSequenceClassification",
     "text-generation": "AutoModelForCausalLM",  # AutoModelForSeq2SeqLM when the config is encoder-decoder
 }
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 ST_MODULES_SERVED = {
     "sentence_transformers.models.Transformer",
     "sentence_transformers.models.Pooling",
@@ -76,8 +82,16 @@ def _st_pooling(path: Path) -> tuple[dict[str, Any], int | None]:
     for m in modules:
         if m.get("type") == "sentence_transformers.models.Pooling":
             cfg = _read_json(path / m["path"] / "config.json")
-            modes = [k for k in ("cls", "mean", "max") if cfg.get(f"pooling_mode_{k}_token" if k == "cls" else f"pooling_mode_{k}_tokens")]
-            others = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v and not k.endswith(("cls_token", "mean_tokens", "max_tokens"))]
+            modes = [
+                k
+                for k in ("cls", "mean", "max")
+                if cfg.get(f"pooling_mode_{k}_token" if k == "cls" else f"pooling_mode_{k}_tokens")
+            ]
+            others = [
+                k
+                for k, v in cfg.items()
+                if k.startswith("pooling_mode_") and v and not k.endswith(("cls_token", "mean_tokens", "max_tokens"))
+            ]
             if len(modes) != 1 or others:
                 raise SourceError(f"{path / m['path']}: pooling {cfg} is not one of cls / mean / max; cannot serve it")
             pooling["mode"] = modes[0]
@@ -86,7 +100,7 @@ def _st_pooling(path: Path) -> tuple[dict[str, Any], int | None]:
     return pooling, max_seq
 
 
-def read_source(path: str | Path, *, task: str | None = None) -> Source:
+def read_source(path: str | os.PathLike[str], *, task: str | None = None) -> Source:
     """Check a model folder and decide task and model class.
 
     Raises:
@@ -98,10 +112,14 @@ def read_source(path: str | Path, *, task: str | None = None) -> Source:
     if not path.is_dir():
         raise SourceError(f"model folder {path} does not exist or is not a directory")
     if not (path / "config.json").is_file():
-        raise SourceError(f"{path} has no config.json; pass a folder written by save_pretrained or sentence-transformers")
+        raise SourceError(
+            f"{path} has no config.json; pass a folder written by save_pretrained or sentence-transformers"
+        )
     if not any((path / w).is_file() for w in WEIGHT_FILES):
         raise SourceError(f"{path} has no weights ({' / '.join(WEIGHT_FILES[::2])}); the folder is incomplete")
-    if not any((path / t).is_file() for t in ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model")):
+    if not any(
+        (path / t).is_file() for t in ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model")
+    ):
         raise SourceError(f"{path} has no tokenizer files (tokenizer.json, vocab.txt, ...); the folder is incomplete")
     config = _read_json(path / "config.json")
     if "auto_map" in config or any("auto_map" in _read_json(p) for p in path.glob("tokenizer_config.json")):
@@ -111,7 +129,9 @@ def read_source(path: str | Path, *, task: str | None = None) -> Source:
         )
     model_type = config.get("model_type")
     if model_type not in transformers.CONFIG_MAPPING:
-        raise SourceError(f"{path}: model_type {model_type!r} is not an architecture transformers {transformers.__version__} knows")
+        raise SourceError(
+            f"{path}: model_type {model_type!r} is not an architecture transformers {transformers.__version__} knows"
+        )
     st = (path / "modules.json").is_file()
     task = task or _infer_task(config, st)
     if task not in TASK_AUTO_CLASS:

@@ -22,7 +22,7 @@ class VerifyReport:
     engines: dict[str, GoldenCheck]  # every engine that can serve the bundle -> its check
 
     def describe(self) -> str:
-        """"torch min_cosine=... (limit ...); onnxruntime min_cosine=... (limit ...)"."""
+        """ "torch min_cosine=... (limit ...); onnxruntime min_cosine=... (limit ...)"."""
         return "; ".join(f"{name} {check.describe()}" for name, check in self.engines.items())
 
 

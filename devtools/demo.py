@@ -50,8 +50,9 @@ class DemoReport:
         return f"{len(self.events)} events, {len(self.problems)} not answered as documented: {why}"
 
 
-def run_demo(bundle: Path, *, events_dir: Path = EVENTS_DIR, timeout_s: int = 120,
-             write: Callable[[str], None] = print) -> DemoReport:
+def run_demo(
+    bundle: Path, *, events_dir: Path = EVENTS_DIR, timeout_s: int = 120, write: Callable[[str], None] = print
+) -> DemoReport:
     """Serve ``bundle`` with the real handler behind the RIE and invoke every ``events_dir/*.json`` in sorted order.
 
     Args:
@@ -79,7 +80,7 @@ def run_demo(bundle: Path, *, events_dir: Path = EVENTS_DIR, timeout_s: int = 12
             write(f"\n[{index}/{len(names)}] {name}: {answer_line(result)}")
             if is_init_error(result):  # every later invoke would re-run the same failing init
                 report.init_error = f"{result.error_type}: {result.error_message}"
-                report.problems.update({rest: "the function failed to start" for rest in names[index - 1:]})
+                report.problems.update({rest: "the function failed to start" for rest in names[index - 1 :]})
                 write("    the function failed to start; from its log:")
                 for line in fn.logs.splitlines():
                     if line.startswith("[ERROR]") or "INIT RTDONE" in line:
@@ -187,11 +188,19 @@ def _clip(value: Any, limit: int = 120) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, default=REPO_ROOT / "build" / "model.bundle",
-                        help="the model bundle to serve (default: build/model.bundle, what `make bundle` builds)")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=REPO_ROOT / "build" / "model.bundle",
+        help="the model bundle to serve (default: build/model.bundle, what `make bundle` builds)",
+    )
     parser.add_argument("--events", type=Path, default=EVENTS_DIR, help="folder of event files (default: events/)")
-    parser.add_argument("--timeout", type=int, default=120,
-                        help="function timeout in seconds; bounds init and each invoke (default: 120)")
+    parser.add_argument(
+        "--timeout",
+        type=int,
+        default=120,
+        help="function timeout in seconds; bounds init and each invoke (default: 120)",
+    )
     args = parser.parse_args(argv)
     try:
         report = run_demo(args.bundle, events_dir=args.events, timeout_s=args.timeout)

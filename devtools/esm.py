@@ -28,8 +28,16 @@ from devtools.moto_sqs import queue_depth
 from devtools.rie import InvokeResult
 
 # System attributes Lambda puts in a record's "attributes" (the last four only when SQS sets them).
-_RECORD_ATTRIBUTES = ("ApproximateReceiveCount", "SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp",
-                      "AWSTraceHeader", "SequenceNumber", "MessageGroupId", "MessageDeduplicationId")
+_RECORD_ATTRIBUTES = (
+    "ApproximateReceiveCount",
+    "SentTimestamp",
+    "SenderId",
+    "ApproximateFirstReceiveTimestamp",
+    "AWSTraceHeader",
+    "SequenceNumber",
+    "MessageGroupId",
+    "MessageDeduplicationId",
+)
 
 
 class EsmError(RuntimeError):
@@ -79,8 +87,9 @@ def build_record(message: dict[str, Any], *, queue_arn: str) -> dict[str, Any]:
         "receiptHandle": message["ReceiptHandle"],
         "body": message["Body"],
         "attributes": {k: v for k, v in message.get("Attributes", {}).items() if k in _RECORD_ATTRIBUTES},
-        "messageAttributes": {name: _record_message_attribute(value)
-                              for name, value in message.get("MessageAttributes", {}).items()},
+        "messageAttributes": {
+            name: _record_message_attribute(value) for name, value in message.get("MessageAttributes", {}).items()
+        },
         "md5OfBody": message["MD5OfBody"],
         "eventSource": "aws:sqs",
         "eventSourceARN": queue_arn,
@@ -122,8 +131,10 @@ def judge_response(result: InvokeResult, message_ids: Sequence[str]) -> tuple[fr
     if body is None:
         return frozenset(), None
     if not isinstance(body, dict):
-        return everything, (f"malformed response: expected an object with batchItemFailures, "
-                            f"got {type(body).__name__} {str(body)[:200]!r}")
+        return everything, (
+            f"malformed response: expected an object with batchItemFailures, "
+            f"got {type(body).__name__} {str(body)[:200]!r}"
+        )
     failures = body.get("batchItemFailures")
     if failures is None:
         return frozenset(), None
@@ -133,8 +144,10 @@ def judge_response(result: InvokeResult, message_ids: Sequence[str]) -> tuple[fr
     for item in failures:
         identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
         if not isinstance(identifier, str) or identifier not in everything:
-            return everything, (f"malformed response: batchItemFailures entry {item!r} has no itemIdentifier "
-                                f"that is a messageId of this batch")
+            return everything, (
+                f"malformed response: batchItemFailures entry {item!r} has no itemIdentifier "
+                f"that is a messageId of this batch"
+            )
         kept.add(identifier)
     return frozenset(kept), None
 
@@ -174,14 +187,19 @@ class EventSourceMapping:
         self.visibility_timeout_s = visibility_timeout_s
         self.wait_time_s = wait_time_s
         self.idle_sleep_s = idle_sleep_s
-        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"]
-                                                  )["Attributes"]["QueueArn"]
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
 
     def poll_once(self) -> BatchOutcome | None:
         """Receive one batch, invoke, delete what succeeded. None when no message was received."""
-        receive: dict[str, Any] = {"QueueUrl": self.queue_url, "MaxNumberOfMessages": self.batch_size,
-                                   "WaitTimeSeconds": self.wait_time_s, "MessageSystemAttributeNames": ["All"],
-                                   "MessageAttributeNames": ["All"]}
+        receive: dict[str, Any] = {
+            "QueueUrl": self.queue_url,
+            "MaxNumberOfMessages": self.batch_size,
+            "WaitTimeSeconds": self.wait_time_s,
+            "MessageSystemAttributeNames": ["All"],
+            "MessageAttributeNames": ["All"],
+        }
         if self.visibility_timeout_s is not None:
             receive["VisibilityTimeout"] = self.visibility_timeout_s
         messages = self.sqs.receive_message(**receive).get("Messages", [])
@@ -194,16 +212,26 @@ class EventSourceMapping:
         kept, failure = judge_response(result, message_ids)
         to_delete = [r for r in records if r["messageId"] not in kept]
         if to_delete:
-            answer = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(to_delete)])
+            answer = self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(to_delete)],
+            )
             if answer.get("Failed"):
-                raise EsmError(f"SQS refused to delete {answer['Failed']!r} from {self.queue_url}; did the invoke "
-                               f"outlast the visibility timeout ({self.visibility_timeout_s} s)?")
-        return BatchOutcome(message_ids=message_ids, deleted=tuple(r["messageId"] for r in to_delete),
-                            kept=tuple(mid for mid in message_ids if mid in kept), failure=failure, result=result)
+                raise EsmError(
+                    f"SQS refused to delete {answer['Failed']!r} from {self.queue_url}; did the invoke "
+                    f"outlast the visibility timeout ({self.visibility_timeout_s} s)?"
+                )
+        return BatchOutcome(
+            message_ids=message_ids,
+            deleted=tuple(r["messageId"] for r in to_delete),
+            kept=tuple(mid for mid in message_ids if mid in kept),
+            failure=failure,
+            result=result,
+        )
 
-    def poll_until_delivered(self, message_ids: Iterable[str], *, times: int = 1,
-                             timeout_s: float = 10.0) -> list[BatchOutcome]:
+    def poll_until_delivered(
+        self, message_ids: Iterable[str], *, times: int = 1, timeout_s: float = 10.0
+    ) -> list[BatchOutcome]:
         """Poll until each of ``message_ids`` has been in ``times`` invoked batches; return every batch's outcome.
 
         One receive may return fewer messages than asked for (SQS and moto both do; moto makes the messages of
@@ -232,8 +260,11 @@ class EventSourceMapping:
             report.outcomes.append(outcome)
             delivered.update(outcome.message_ids)
         report.elapsed_s = time.monotonic() - start
-        raise DrainTimeout(f"{self.queue_url}: after {report.elapsed_s:.1f} s and {len(report.outcomes)} batches, "
-                           f"{sorted(missing)} still short of {times} deliveries (got {dict(delivered)})", report)
+        raise DrainTimeout(
+            f"{self.queue_url}: after {report.elapsed_s:.1f} s and {len(report.outcomes)} batches, "
+            f"{sorted(missing)} still short of {times} deliveries (got {dict(delivered)})",
+            report,
+        )
 
     def run_until_drained(self, *, timeout_s: float = 60.0, max_polls: int = 10_000) -> DrainReport:
         """Poll until the queue holds no message (visible, in flight or delayed).
@@ -259,6 +290,9 @@ class EventSourceMapping:
             time.sleep(self.idle_sleep_s)  # the rest is in flight: wait for its visibility timeout
         report.elapsed_s = time.monotonic() - start
         left = queue_depth(self.sqs, self.queue_url)
-        raise DrainTimeout(f"{self.queue_url} still holds {left} messages after {report.elapsed_s:.1f} s "
-                           f"and {len(report.outcomes)} batches (limits: {timeout_s} s, {max_polls} polls); "
-                           "is the visibility timeout or maxReceiveCount large?", report)
+        raise DrainTimeout(
+            f"{self.queue_url} still holds {left} messages after {report.elapsed_s:.1f} s "
+            f"and {len(report.outcomes)} batches (limits: {timeout_s} s, {max_polls} polls); "
+            "is the visibility timeout or maxReceiveCount large?",
+            report,
+        )

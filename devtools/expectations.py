@@ -61,7 +61,7 @@ def mismatch(name: str, result: InvokeResult) -> str | None:
         return f"expected an answer, got {_what(result)}"
     body = result.body
     if how == "direct":
-        if isinstance(body, dict) and _ENVELOPE_KEYS <= set(body):
+        if isinstance(body, dict) and set(body) >= _ENVELOPE_KEYS:
             return None
         return f"expected an envelope with {sorted(_ENVELOPE_KEYS)}, got {_short(body)}"
     if how == "sqs":
@@ -73,10 +73,13 @@ def mismatch(name: str, result: InvokeResult) -> str | None:
         return f"expected statusCode {want}, got {got}"
     if (body.get("headers") or {}).get("Content-Type") != "application/json":
         return f"expected Content-Type application/json, got headers {body.get('headers')!r}"
+    raw = body.get("body")
+    if not isinstance(raw, (str, bytes, bytearray)):  # json.loads takes only these (TypeError otherwise)
+        return f"expected a JSON body, got {_short(raw)}"
     try:
-        payload = json.loads(body.get("body"))
+        payload = json.loads(raw)
     except (TypeError, ValueError):
-        return f"expected a JSON body, got {_short(body.get('body'))}"
+        return f"expected a JSON body, got {_short(raw)}"
     needed = _ENVELOPE_KEYS if want == 200 else {"error"}
     if not isinstance(payload, dict) or not needed <= set(payload):
         return f"expected a body with {sorted(needed)}, got {_short(payload)}"

@@ -56,9 +56,14 @@ def moto_server(*, startup_timeout_s: float = 30.0) -> Iterator[str]:
     endpoint = f"http://127.0.0.1:{port}"
     env = {**os.environ, **DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": REGION}
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             _wait_ready(proc, endpoint, startup_timeout_s, log)
             yield endpoint
@@ -71,8 +76,10 @@ def _wait_ready(proc: subprocess.Popen[bytes], endpoint: str, timeout_s: float, 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
-            raise MotoServerError(f"moto.server exited with code {proc.returncode} before answering; "
-                                  f"output:\n{log.read().decode(errors='replace')[-4000:]}")
+            raise MotoServerError(
+                f"moto.server exited with code {proc.returncode} before answering; "
+                f"output:\n{log.read().decode(errors='replace')[-4000:]}"
+            )
         try:
             # moto's own API: answers once the app is loaded, whatever services are used.
             with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1):
@@ -105,10 +112,14 @@ def sqs_client(endpoint_url: str) -> Any:
     """A boto3 SQS client for the moto server, with dummy credentials passed explicitly (env untouched)."""
     import boto3  # heavy: only for the SQS tools
 
-    return boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION,
-                        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                        aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"])
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
+    )
 
 
 def function_env(endpoint_url: str, *, results_queue_url: str | None = None) -> dict[str, str]:
@@ -116,8 +127,12 @@ def function_env(endpoint_url: str, *, results_queue_url: str | None = None) -> 
 
     The RIE forces the AWS_* credential variables to "" unless they are given, so they must be here.
     """
-    env = {**DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
-           "AWS_ENDPOINT_URL_SQS": endpoint_url}
+    env = {
+        **DUMMY_CREDENTIALS,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL_SQS": endpoint_url,
+    }
     if results_queue_url is not None:
         env["RESULTS_QUEUE_URL"] = results_queue_url
     return env
@@ -131,8 +146,7 @@ class Queues:
     results_url: str
 
 
-def create_queues(sqs: Any, *, prefix: str, max_receive_count: int = 3,
-                  visibility_timeout_s: int = 30) -> Queues:
+def create_queues(sqs: Any, *, prefix: str, max_receive_count: int = 3, visibility_timeout_s: int = 30) -> Queues:
     """Create ``<prefix>-input`` (redrive to ``<prefix>-dlq`` after ``max_receive_count`` receives) and
     ``<prefix>-results``.
 
@@ -145,11 +159,12 @@ def create_queues(sqs: Any, *, prefix: str, max_receive_count: int = 3,
     dlq_url = sqs.create_queue(QueueName=f"{prefix}-dlq")["QueueUrl"]
     dlq_arn = queue_arn(sqs, dlq_url)
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
-    input_url = sqs.create_queue(QueueName=f"{prefix}-input", Attributes={
-        "RedrivePolicy": json.dumps(redrive), "VisibilityTimeout": str(visibility_timeout_s)})["QueueUrl"]
+    input_url = sqs.create_queue(
+        QueueName=f"{prefix}-input",
+        Attributes={"RedrivePolicy": json.dumps(redrive), "VisibilityTimeout": str(visibility_timeout_s)},
+    )["QueueUrl"]
     results_url = sqs.create_queue(QueueName=f"{prefix}-results")["QueueUrl"]
-    return Queues(input_url=input_url, input_arn=queue_arn(sqs, input_url), dlq_url=dlq_url,
-                  results_url=results_url)
+    return Queues(input_url=input_url, input_arn=queue_arn(sqs, input_url), dlq_url=dlq_url, results_url=results_url)
 
 
 def queue_arn(sqs: Any, queue_url: str) -> str:
@@ -158,14 +173,27 @@ def queue_arn(sqs: Any, queue_url: str) -> str:
 
 def queue_depth(sqs: Any, queue_url: str) -> int:
     """Messages still in the queue: visible + in flight + delayed."""
-    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
     return sum(int(v) for v in attrs.values())
 
 
-def receive_until(sqs: Any, queue_url: str, count: int, *, timeout_s: float = 10.0, delete: bool = False,
-                  visibility_timeout_s: int | None = None, idle_sleep_s: float = 0.05) -> list[dict[str, Any]]:
+def receive_until(
+    sqs: Any,
+    queue_url: str,
+    count: int,
+    *,
+    timeout_s: float = 10.0,
+    delete: bool = False,
+    visibility_timeout_s: int | None = None,
+    idle_sleep_s: float = 0.05,
+) -> list[dict[str, Any]]:
     """Receive until ``count`` distinct messages have arrived or ``timeout_s`` has passed; return them, in order.
 
     A ReceiveMessage may return fewer messages than it asks for, and none at all while messages wait (SQS samples
@@ -196,8 +224,9 @@ def receive_until(sqs: Any, queue_url: str, count: int, *, timeout_s: float = 10
     return list(messages.values())
 
 
-def drain_queue(sqs: Any, queue_url: str, *, timeout_s: float = 10.0,
-                idle_sleep_s: float = 0.05) -> list[dict[str, Any]]:
+def drain_queue(
+    sqs: Any, queue_url: str, *, timeout_s: float = 10.0, idle_sleep_s: float = 0.05
+) -> list[dict[str, Any]]:
     """Receive and delete until the queue holds no message; return them (``MessageId``, ``Body``, ``Attributes``).
 
     For reading the results queue and the DLQ in tests. An empty receive alone does not mean the queue is empty
@@ -219,21 +248,29 @@ def drain_queue(sqs: Any, queue_url: str, *, timeout_s: float = 10.0,
         if left == 0:
             return messages
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"{queue_url} still holds {left} messages after {timeout_s} s of draining "
-                               f"({len(messages)} read)")
+            raise TimeoutError(
+                f"{queue_url} still holds {left} messages after {timeout_s} s of draining ({len(messages)} read)"
+            )
         time.sleep(idle_sleep_s)
 
 
 def _receive(sqs: Any, queue_url: str, max_messages: int, visibility_timeout_s: int | None) -> list[dict[str, Any]]:
-    receive: dict[str, Any] = {"QueueUrl": queue_url, "MaxNumberOfMessages": max_messages, "WaitTimeSeconds": 0,
-                               "MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"]}
+    receive: dict[str, Any] = {
+        "QueueUrl": queue_url,
+        "MaxNumberOfMessages": max_messages,
+        "WaitTimeSeconds": 0,
+        "MessageSystemAttributeNames": ["All"],
+        "MessageAttributeNames": ["All"],
+    }
     if visibility_timeout_s is not None:
         receive["VisibilityTimeout"] = visibility_timeout_s
     return sqs.receive_message(**receive).get("Messages", [])
 
 
 def _delete(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
-    answer = sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+    answer = sqs.delete_message_batch(
+        QueueUrl=queue_url,
+        Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+    )
     if answer.get("Failed"):
         raise RuntimeError(f"SQS refused to delete {answer['Failed']!r} from {queue_url}")

@@ -99,17 +99,33 @@ def ensure_rie(cache_dir: Path | None = None) -> Path:
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "--quiet", f"aws-sam-cli=={SAM_CLI_VERSION}", "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            f"aws-sam-cli=={SAM_CLI_VERSION}",
+            "-d",
+            tmp,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wheels = list(Path(tmp).glob("aws_sam_cli-*.whl"))
         if done.returncode != 0 or len(wheels) != 1:
-            raise RieError(f"`{' '.join(cmd)}` failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}; "
-                           "the RIE comes from PyPI, check that it is reachable")
+            raise RieError(
+                f"`{' '.join(cmd)}` failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}; "
+                "the RIE comes from PyPI, check that it is reachable"
+            )
         digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
         if digest != SAM_CLI_WHEEL_SHA256:
-            raise RieError(f"{wheels[0].name} has sha256 {digest}, expected {SAM_CLI_WHEEL_SHA256}; "
-                           "refusing to run it (update SAM_CLI_WHEEL_SHA256 only with the version)")
+            raise RieError(
+                f"{wheels[0].name} has sha256 {digest}, expected {SAM_CLI_WHEEL_SHA256}; "
+                "refusing to run it (update SAM_CLI_WHEEL_SHA256 only with the version)"
+            )
         partial = Path(tmp) / binary.name
         with zipfile.ZipFile(wheels[0]) as wheel, partial.open("wb") as out:
             shutil.copyfileobj(wheel.open(f"samcli/local/rapid/{binary.name}"), out)
@@ -230,17 +246,33 @@ class RieFunction:
         env = dict(os.environ) if self._inherit_env else {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
         env.update({"AWS_LAMBDA_FUNCTION_TIMEOUT": str(self.timeout_s), "LAMBDA_TASK_ROOT": str(self.cwd)})
         env.update(self._env)
-        cmd = [str(rie), "--log-level", self._log_level,
-               "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
-               "--runtime-api-address", f"127.0.0.1:{api_port}",
-               self._python, "-m", "awslambdaric", self.handler]
+        cmd = [
+            str(rie),
+            "--log-level",
+            self._log_level,
+            "--runtime-interface-emulator-address",
+            f"127.0.0.1:{self.port}",
+            "--runtime-api-address",
+            f"127.0.0.1:{api_port}",
+            self._python,
+            "-m",
+            "awslambdaric",
+            self.handler,
+        ]
         self._tmp = tempfile.TemporaryDirectory(prefix="rie-")
         self._log_path = Path(self._tmp.name) / "function.log"
         self._final_logs = None
         with self._log_path.open("wb") as log:
             # New session: the RIE leads it, so close() can find every process it spawned.
-            self._proc = subprocess.Popen(cmd, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen(
+                cmd,
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             self._wait_ready()
         except BaseException:
@@ -248,18 +280,25 @@ class RieFunction:
             raise
 
     def _wait_ready(self) -> None:
+        proc = self._proc
+        if proc is None:
+            raise RieError(f"RieFunction({self.handler!r}) is not started; there is no RIE to wait for")
         deadline = time.monotonic() + self._startup_timeout_s
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RieError(f"the RIE exited with code {self._proc.returncode} before accepting connections; "
-                               f"log:\n{self.logs[-4000:]}")
+            if proc.poll() is not None:
+                raise RieError(
+                    f"the RIE exited with code {proc.returncode} before accepting connections; "
+                    f"log:\n{self.logs[-4000:]}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.02)
-        raise RieError(f"the RIE did not listen on 127.0.0.1:{self.port} within {self._startup_timeout_s} s; "
-                       f"log:\n{self.logs[-4000:]}")
+        raise RieError(
+            f"the RIE did not listen on 127.0.0.1:{self.port} within {self._startup_timeout_s} s; "
+            f"log:\n{self.logs[-4000:]}"
+        )
 
     def close(self) -> None:
         """Stop the RIE and every process of its session; keep the logs readable. Idempotent."""
@@ -309,8 +348,9 @@ class RieFunction:
         if self._proc is None:
             raise RieError(f"RieFunction({self.handler!r}) is not started; use it as a context manager")
         data = json.dumps(event).encode()
-        request = urllib.request.Request(self.url, data=data, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url, data=data, method="POST", headers={"Content-Type": "application/json"}
+        )
         http_timeout = timeout if timeout is not None else 2 * self.timeout_s + 10
         with self._lock:  # overlapping invokes crash the RIE
             start = time.perf_counter()
@@ -321,8 +361,10 @@ class RieFunction:
                 status, raw = error.code, error.read()
             except (urllib.error.URLError, OSError) as error:
                 alive = "running" if self._proc is not None and self._proc.poll() is None else "exited"
-                raise RieError(f"invoke of {self.handler!r} at {self.url} failed: {error} (RIE {alive}); "
-                               f"log tail:\n{self.logs[-4000:]}") from error
+                raise RieError(
+                    f"invoke of {self.handler!r} at {self.url} failed: {error} (RIE {alive}); "
+                    f"log tail:\n{self.logs[-4000:]}"
+                ) from error
             elapsed = time.perf_counter() - start
         try:
             body: Any = json.loads(raw)

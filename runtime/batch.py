@@ -68,12 +68,12 @@ def process_records(
     for members in groups.values():
         try:
             outcomes.update(_predict_group(members, predictor))
-        except Exception:  # noqa: BLE001 - isolate the record that breaks the shared forward pass
+        except Exception:
             for member in members:
                 at, message_id, _ = member
                 try:
                     outcomes.update(_predict_group([member], predictor))
-                except Exception as e:  # noqa: BLE001 - every record gets an outcome
+                except Exception as e:
                     outcomes[at] = _failed("failed record", message_id, as_request_error(e, message_id, logger), logger)
     return [outcomes[at] for at in range(len(records))]
 

@@ -57,7 +57,7 @@ class RequestError(ServingError):
         return type(self).__name__
 
     def describe(self) -> str:
-        """"ErrorType: message", as the log line and the CLI show it."""
+        """ "ErrorType: message", as the log line and the CLI show it."""
         return f"{self.error_type}: {self}"
 
 

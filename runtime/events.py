@@ -26,7 +26,9 @@ def classify(event: Any) -> EventKind:
     if not isinstance(event, dict):
         return EventKind.DIRECT
     records = event.get("Records")
-    if isinstance(records, list) and (not records or all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)):
+    if isinstance(records, list) and (
+        not records or all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
+    ):
         return EventKind.SQS
     ctx = event.get("requestContext")
     if isinstance(ctx, dict):
@@ -39,7 +41,7 @@ def classify(event: Any) -> EventKind:
 
 
 class HttpEvent:
-    """API Gateway REST (v1), HTTP API (v2) and Function URL events: method, headers, decoded body."""
+    """API Gateway REST (v1), HTTP API (v2) and Function URL events: method and decoded body."""
 
     def __init__(self, event: dict[str, Any], kind: EventKind) -> None:
         self._event = event
@@ -50,11 +52,6 @@ class HttpEvent:
         if self.kind is EventKind.API_GATEWAY_REST:
             return str(self._event.get("httpMethod", "")).upper()
         return str(self._event["requestContext"]["http"].get("method", "")).upper()
-
-    @property
-    def headers(self) -> dict[str, str]:
-        raw = self._event.get("headers") or {}
-        return {str(k).lower(): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
 
     @property
     def body(self) -> bytes:

@@ -157,7 +157,7 @@ class Function:
             with timer.stage("parse"):
                 request = parse_payload(event, self.settings.limits)
             prediction = self.predictor.predict(request.inputs, request.parameters, timer=timer)
-        except Exception as e:  # noqa: BLE001 - a caller gets a typed error, never a stack trace
+        except Exception as e:
             error = as_request_error(e, request_id, self.logger)
             return self._failed(None, error.error_type, error, timer)
         outputs = prediction.outputs[0] if request.single else prediction.outputs
@@ -175,7 +175,7 @@ class Function:
                     )
                 request = parse_body(http.body, self.settings.limits)
             prediction = self.predictor.predict(request.inputs, request.parameters, timer=timer)
-        except Exception as e:  # noqa: BLE001 - a caller gets the request id, never a stack trace
+        except Exception as e:
             error = as_request_error(e, request_id, self.logger)
             return self._failed(http_error(error, request_id), str(error.status), error, timer)
         outputs = prediction.outputs[0] if request.single else prediction.outputs
@@ -187,8 +187,17 @@ class Function:
         records = [SqsRecord(r) for r in event.get("Records", [])]
         outcomes = process_records(records, self.predictor, self.settings.limits, self.logger)
         results = [
-            (o.message_id, envelope(self.served, o.prediction, o.outputs, request_id=request_id, cold=cold,
-                                    batch_records=o.batch_records))
+            (
+                o.message_id,
+                envelope(
+                    self.served,
+                    o.prediction,
+                    o.outputs,
+                    request_id=request_id,
+                    cold=cold,
+                    batch_records=o.batch_records,
+                ),
+            )
             for o in outcomes
             if isinstance(o, Answered)
         ]

@@ -41,7 +41,7 @@ class _StdoutHandler(logging.Handler):
         try:
             sys.stdout.write(self.format(record) + "\n")
             sys.stdout.flush()
-        except Exception:  # noqa: BLE001 - logging must never break a request
+        except Exception:
             self.handleError(record)
 
 

@@ -127,7 +127,10 @@ class _Fields:
 
     def strings(self, key: str, default: Any = ...) -> Any:
         value = self.get(
-            key, lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v), "must be a list of strings", default
+            key,
+            lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+            "must be a list of strings",
+            default,
         )
         return tuple(value)
 

@@ -1,6 +1,6 @@
 """The request body (the Hugging Face Inference API shape) -> a checked Request.
 
-    {"inputs": "text" | ["text", ...] | [{"role": ..., "content": ...}, ...], "parameters": {...}}
+{"inputs": "text" | ["text", ...] | [{"role": ..., "content": ...}, ...], "parameters": {...}}
 """
 
 from __future__ import annotations
@@ -70,13 +70,17 @@ def _check_chat(chat: list[dict[str, Any]], limits: Limits) -> None:
             raise InvalidInputError(f"chat message {i} content is not valid UTF-8 text (lone surrogate)") from None
     chars = sum(len(m["content"]) for m in chat)
     if chars > limits.max_chars:
-        raise PayloadTooLargeError(f"the chat has {chars} characters; the limit is {limits.max_chars} (MAX_INPUT_CHARS)")
+        raise PayloadTooLargeError(
+            f"the chat has {chars} characters; the limit is {limits.max_chars} (MAX_INPUT_CHARS)"
+        )
 
 
 def parse_payload(payload: Any, limits: Limits) -> Request:
     """A decoded JSON value (direct invoke event or parsed body) -> Request."""
     if not isinstance(payload, dict):
-        raise InvalidInputError(f'the request must be a JSON object like {{"inputs": "text"}}, got {type(payload).__name__}')
+        raise InvalidInputError(
+            f'the request must be a JSON object like {{"inputs": "text"}}, got {type(payload).__name__}'
+        )
     unknown = sorted(str(k) for k in payload if k not in ALLOWED_KEYS)
     if unknown:
         raise InvalidInputError(f"unknown key {unknown[0]!r} in the request; it accepts {list(ALLOWED_KEYS)}")
@@ -98,7 +102,9 @@ def parse_payload(payload: Any, limits: Limits) -> Request:
     else:
         raise InvalidInputError(f'"inputs" must be a string or a non-empty list of strings, got {_describe(inputs)}')
     if len(items) > limits.max_items:
-        raise PayloadTooLargeError(f'"inputs" has {len(items)} items; the limit is {limits.max_items} (MAX_BATCH_ITEMS)')
+        raise PayloadTooLargeError(
+            f'"inputs" has {len(items)} items; the limit is {limits.max_items} (MAX_BATCH_ITEMS)'
+        )
     for i, item in enumerate(items):
         if isinstance(item, list) and _is_chat(item):
             _check_chat(item, limits)

@@ -64,9 +64,10 @@ class Settings:
                         raise ValueError(raw)
                     values[f.name] = raw.lower() in ("1", "true", "yes")
                 elif kind is int:
-                    values[f.name] = int(raw)
-                    if values[f.name] < 0:
+                    number = int(raw)
+                    if number < 0:
                         raise ValueError(raw)
+                    values[f.name] = number
                 else:
                     values[f.name] = raw
             except ValueError:
@@ -90,7 +91,9 @@ class Settings:
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_body_bytes=self.max_body_bytes, max_items=self.max_batch_items, max_chars=self.max_input_chars)
+        return Limits(
+            max_body_bytes=self.max_body_bytes, max_items=self.max_batch_items, max_chars=self.max_input_chars
+        )
 
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
@@ -133,8 +136,8 @@ def _cgroup_quota() -> int | None:
     except (OSError, ValueError):
         pass
     try:  # cgroup v1
-        q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        return None if q <= 0 else max(1, math.ceil(q / period))
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else max(1, math.ceil(quota_us / period_us))
     except (OSError, ValueError):
         return None

@@ -40,11 +40,12 @@ class QueueSink:
         for start in range(0, len(results), 10):
             chunk = results[start : start + 10]
             entries = [
-                {"Id": str(i), "MessageBody": json.dumps({"messageId": mid, **res})} for i, (mid, res) in enumerate(chunk)
+                {"Id": str(i), "MessageBody": json.dumps({"messageId": mid, **res})}
+                for i, (mid, res) in enumerate(chunk)
             ]
             try:
                 answer = self._sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            except Exception:  # noqa: BLE001 - any delivery failure means: let SQS redeliver these records
+            except Exception:
                 self._logger.exception("sending results failed")
                 failed.update(mid for mid, _ in chunk)
                 continue

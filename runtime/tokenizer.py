@@ -18,9 +18,7 @@ class TextTokenizer:
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=spec.max_length)
         if spec.pad_id is not None:
-            self._tok.enable_padding(
-                pad_id=spec.pad_id, pad_token=spec.pad_token or "", direction=spec.padding_side
-            )
+            self._tok.enable_padding(pad_id=spec.pad_id, pad_token=spec.pad_token or "", direction=spec.padding_side)
 
     def encode(self, texts: list[str], *, add_special_tokens: bool = True) -> dict[str, np.ndarray]:
         """Returns the model inputs the model expects, each (B, T) int64."""
@@ -31,13 +29,8 @@ class TextTokenizer:
             "token_type_ids": [e.type_ids for e in encodings],
         }
         return {
-            name: np.asarray(columns[name], dtype=np.int64)
-            for name in self.spec.model_input_names
-            if name in columns
+            name: np.asarray(columns[name], dtype=np.int64) for name in self.spec.model_input_names if name in columns
         }
 
     def decode(self, ids: list[int], *, skip_special_tokens: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._tok.token_to_id(token)

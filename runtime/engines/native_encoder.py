@@ -20,15 +20,16 @@ tests/test_native_encoder.py holds every served kind to the transformers output.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,  # exact (erf)
     "gelu_new": lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0)))),
     "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
@@ -84,13 +85,30 @@ def _encoder_config(config: dict[str, Any]) -> EncoderConfig:
     family = ARCHITECTURES[config["model_type"]][0]
     if family == "distilbert":  # DistilBERT's own key names; its LayerNorm epsilon is fixed in transformers
         return EncoderConfig(
-            family, config["vocab_size"], config["dim"], config["n_heads"], config["hidden_dim"], config["n_layers"],
-            config["max_position_embeddings"], 0, 1e-12, config["activation"], config.get("pad_token_id") or 0,
+            family,
+            config["vocab_size"],
+            config["dim"],
+            config["n_heads"],
+            config["hidden_dim"],
+            config["n_layers"],
+            config["max_position_embeddings"],
+            0,
+            1e-12,
+            config["activation"],
+            config.get("pad_token_id") or 0,
         )
     return EncoderConfig(
-        family, config["vocab_size"], config["hidden_size"], config["num_attention_heads"], config["intermediate_size"],
-        config["num_hidden_layers"], config["max_position_embeddings"], config["type_vocab_size"],
-        config["layer_norm_eps"], config["hidden_act"], config.get("pad_token_id") or 0,
+        family,
+        config["vocab_size"],
+        config["hidden_size"],
+        config["num_attention_heads"],
+        config["intermediate_size"],
+        config["num_hidden_layers"],
+        config["max_position_embeddings"],
+        config["type_vocab_size"],
+        config["layer_norm_eps"],
+        config["hidden_act"],
+        config.get("pad_token_id") or 0,
     )
 
 
@@ -123,7 +141,7 @@ class Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden, eps=c.eps)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        B, T = input_ids.shape
+        _, T = input_ids.shape
         if self.c.family == "roberta":  # real tokens count up from pad_id + 1; pads sit at pad_id (fairseq)
             real = input_ids.ne(self.c.pad_id).int()  # (B, T)
             positions = (torch.cumsum(real, dim=1).type_as(real) * real).long() + self.c.pad_id
@@ -151,9 +169,12 @@ class BertLayer(nn.Module):
         self.output = _group(dense=nn.Linear(I, H), LayerNorm=nn.LayerNorm(H, eps=c.eps))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # x (B, T, H)
-        sa, out = self.attention.self, self.attention.output
-        x = out.LayerNorm(out.dense(attention(sa.query(x), sa.key(x), sa.value(x), mask, self.heads)) + x)
-        return self.output.LayerNorm(self.output.dense(self.act(self.intermediate.dense(x))) + x)
+        # _group nests ModuleDicts, but ModuleDict's [] is typed as returning any Module
+        sa, out = cast(nn.ModuleDict, self.attention["self"]), cast(nn.ModuleDict, self.attention["output"])
+        x = out["LayerNorm"](
+            out["dense"](attention(sa["query"](x), sa["key"](x), sa["value"](x), mask, self.heads)) + x
+        )
+        return self.output["LayerNorm"](self.output["dense"](self.act(self.intermediate["dense"](x))) + x)
 
 
 class DistilBertLayer(nn.Module):
@@ -172,8 +193,10 @@ class DistilBertLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # x (B, T, H)
         a = self.attention
-        x = self.sa_layer_norm(a.out_lin(attention(a.q_lin(x), a.k_lin(x), a.v_lin(x), mask, self.heads)) + x)
-        return self.output_layer_norm(self.ffn.lin2(self.act(self.ffn.lin1(x))) + x)
+        x = self.sa_layer_norm(
+            a["out_lin"](attention(a["q_lin"](x), a["k_lin"](x), a["v_lin"](x), mask, self.heads)) + x
+        )
+        return self.output_layer_norm(self.ffn["lin2"](self.act(self.ffn["lin1"](x))) + x)
 
 
 class Encoder(nn.Module):
@@ -212,7 +235,9 @@ class SequenceClassifier(nn.Module):
         setattr(self, c.family, Encoder(c, pooler=c.family == "bert"))  # "bert." / "roberta." / "distilbert." names
         H = c.hidden
         if c.family == "roberta":
-            self.classifier = _group(dense=nn.Linear(H, H), out_proj=nn.Linear(H, num_labels))
+            self.classifier: nn.ModuleDict | nn.Linear = _group(
+                dense=nn.Linear(H, H), out_proj=nn.Linear(H, num_labels)
+            )
         else:
             if c.family == "distilbert":
                 self.pre_classifier = nn.Linear(H, H)
@@ -228,8 +253,8 @@ class SequenceClassifier(nn.Module):
         first = encoder(input_ids, attention_mask, token_type_ids)[:, 0]  # (B, H)
         if self.family == "bert":  # pooler: dense + tanh
             return self.classifier(torch.tanh(encoder.pooler.dense(first)))
-        if self.family == "roberta":
-            return self.classifier.out_proj(torch.tanh(self.classifier.dense(first)))
+        if isinstance(self.classifier, nn.ModuleDict):  # RoBERTa's head (the only group): dense + tanh, out_proj
+            return self.classifier["out_proj"](torch.tanh(self.classifier["dense"](first)))
         return self.classifier(F.relu(self.pre_classifier(first)))
 
 

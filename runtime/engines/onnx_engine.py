@@ -59,7 +59,7 @@ def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Pha
         graph = bundle.read_file(ONNX_FILE)
         try:
             session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types; the message is what matters
+        except Exception as e:
             raise BundleCorruptError(
                 f"{bundle.path}: onnxruntime {ort.__version__} cannot load {ONNX_FILE} ({type(e).__name__}: {e}). "
                 "Rebuild the bundle with this release's bundle_builder, or serve it with ENGINE=torch"

@@ -49,6 +49,8 @@ class TorchEngine:
             inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
             out = self.model(**inputs)  # native: the tensor itself; transformers: a ModelOutput
             if not isinstance(out, torch.Tensor):
+                if self._output is None:
+                    raise TypeError(f"{type(out).__name__} is not a tensor and this engine names no output to read")
                 out = getattr(out, self._output)
             return out.float().cpu().numpy()
 

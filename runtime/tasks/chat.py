@@ -50,14 +50,15 @@ def _compile(source: str) -> Any:
     def raise_exception(message: str) -> None:
         raise TemplateError(message)
 
-    def tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False
-               ) -> str:  # jinja's own tojson escapes HTML characters; transformers' does not
+    def tojson(
+        x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False
+    ) -> str:  # jinja's own tojson escapes HTML characters; transformers' does not
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     class GenerationBlock(jinja2.ext.Extension):
         """`{% generation %}...{% endgeneration %}` marks assistant text for training masks; here it renders as is."""
 
-        tags = {"generation"}
+        tags = {"generation"}  # noqa: RUF012 - jinja2 declares this class attribute as a set
 
         def parse(self, parser: Any) -> Any:
             lineno = next(parser.stream).lineno

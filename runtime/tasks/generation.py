@@ -205,7 +205,9 @@ class GenerationTask:
 
         with torch.inference_mode():
             sequences = self.model.generate(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=config,
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                generation_config=config,
                 stopping_criteria=StoppingCriteriaList(criteria),
             )
         return Generated(sequences, clock.first_token_ns)
@@ -260,8 +262,18 @@ def _ids(value: Any) -> list[int]:
 
 def _clean_up_tokenization(text: str) -> str:
     """transformers' PreTrainedTokenizerBase.clean_up_tokenization (spaces before punctuation and contractions)."""
-    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    for before, after in (
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ):
         text = text.replace(before, after)
     return text
 
