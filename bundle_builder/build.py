@@ -44,9 +44,9 @@ def _max_length(source: Source, tokenizer: Any, requested: int | None) -> int:
     if source.model_type in ("roberta", "xlm-roberta", "camembert"):
         cap -= 2  # positions start after padding_idx
     candidates = [cap]
-    if source.st_max_seq_length:
+    if source.st_max_seq_length:  # sentence-transformers truncates there, whatever the tokenizer's own limit
         candidates.append(source.st_max_seq_length)
-    if 0 < getattr(tokenizer, "model_max_length", 0) < 10**6:
+    elif 0 < getattr(tokenizer, "model_max_length", 0) < 10**6:
         candidates.append(int(tokenizer.model_max_length))
     longest = min(candidates)
     if requested is None:
@@ -67,6 +67,43 @@ def _tokenizer_files(tokenizer: Any) -> dict[str, bytes]:
         cfg.pop(key, None)
     files["tokenizer_config.json"] = json.dumps(cfg, sort_keys=True, indent=1).encode()
     return files
+
+
+def _lowercase_first(tokenizer: Any) -> None:
+    """do_lower_case in sentence_bert_config.json: a Lowercase normalizer first, as sentence-transformers adds it."""
+    from tokenizers.normalizers import Lowercase, Sequence
+
+    backend = tokenizer.backend_tokenizer
+    current = backend.normalizer
+    if current is not None and "Lowercase" in json.dumps(json.loads(backend.to_str()).get("normalizer")):
+        return
+    parts: list[Any] = [Lowercase()]
+    if isinstance(current, Sequence):
+        parts += [current[i] for i in range(len(current))]
+    elif current is not None:
+        parts.append(current)
+    backend.normalizer = Sequence(parts)
+
+
+def _pooling(source: Source, tokenizer: Any, max_length: int) -> dict[str, Any]:
+    """The manifest's "pooling": the source's modes, heads and prompts, each prompt with its token count.
+
+    A prompt's token count is what sentence-transformers measures for include_prompt=False: the prompt's tokens
+    without a trailing special token.
+    """
+    pooling = dict(source.pooling or {})
+    layout = source.st_layout
+    if layout is None or not layout.prompts:
+        return pooling
+    specials = set(getattr(tokenizer, "all_special_ids", []))
+    prompts = {}
+    for name, text in sorted(layout.prompts.items()):
+        ids = tokenizer([text], truncation=True, max_length=max_length)["input_ids"][0]
+        count = len(ids) - (1 if ids and ids[-1] in specials else 0)
+        prompts[name] = {"text": text, "tokens": count}
+    pooling["prompts"] = prompts
+    pooling["default_prompt_name"] = layout.default_prompt_name
+    return pooling
 
 
 def _storage(state: dict[str, Any], dtype: str) -> dict[str, Any]:
@@ -161,6 +198,8 @@ def build_bundle(
 
     steps.set_postfix_str("loading model")
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(source.path), local_files_only=True)
+    if source.st_layout is not None and source.st_layout.do_lower_case:
+        _lowercase_first(tokenizer)  # what sentence-transformers does to the tokenizer it encodes with
     model = getattr(transformers, source.auto_class).from_pretrained(
         str(source.path), local_files_only=True, dtype=torch.float32
     )
@@ -184,6 +223,8 @@ def build_bundle(
 
         files[ONNX_FILE] = export_onnx(model, source, tokenizer)
     state = _storage(model.state_dict(), dtype)
+    if source.st_layout is not None:
+        state.update(source.st_layout.dense)  # Dense heads stay fp32: a few small matrices applied after pooling
     unique = {t.data_ptr(): t for t in model.state_dict().values()}
     manifest = _manifest(source, model, tokenizer, config, golden, limit, dtype, name, multi_label)
     manifest["engine"] = engine
@@ -299,7 +340,9 @@ def _manifest(
         "golden": golden,
     }
     if source.task == "feature-extraction":
-        manifest["pooling"] = source.pooling
+        manifest["pooling"] = _pooling(source, tokenizer, max_length)
+        # sentence-transformers pads on the tokenizer's own side (left for decoder embedders such as Qwen3-Embedding)
+        manifest["tokenizer"]["padding_side"] = getattr(tokenizer, "padding_side", "right") or "right"
     if source.task == "text-classification":
         id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
         manifest["labels"] = [id2label.get(i, f"LABEL_{i}") for i in range(model.config.num_labels)]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bundle_builder.errors import SourceError
+from bundle_builder.st_layout import StLayout, read_st_layout
 
 TASK_AUTO_CLASS = {
     "feature-extraction": "AutoModel",
@@ -25,11 +26,6 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-ST_MODULES_SERVED = {
-    "sentence_transformers.models.Transformer",
-    "sentence_transformers.models.Pooling",
-    "sentence_transformers.models.Normalize",
-}
 
 
 @dataclass(frozen=True)
@@ -41,8 +37,9 @@ class Source:
     auto_class: str
     is_encoder_decoder: bool
     sentence_transformers: bool
-    pooling: dict[str, Any] | None = None  # {"mode": "mean"|"cls"|"max", "normalize": bool}
+    pooling: dict[str, Any] | None = None  # the manifest's "pooling": modes, normalize, dense, include_prompt, ...
     st_max_seq_length: int | None = None
+    st_layout: StLayout | None = None  # a sentence-transformers folder: its modules as read
     notes: list[str] = field(default_factory=list)
 
 
@@ -67,37 +64,6 @@ def _infer_task(config: dict[str, Any], sentence_transformers: bool) -> str:
         f"cannot infer the task from architectures={config.get('architectures')!r}; pass --task "
         "feature-extraction, text-classification or text-generation"
     )
-
-
-def _st_pooling(path: Path) -> tuple[dict[str, Any], int | None]:
-    modules = _read_json(path / "modules.json")
-    kinds = [m.get("type") for m in modules]
-    unsupported = [k for k in kinds if k not in ST_MODULES_SERVED]
-    if unsupported:
-        raise SourceError(
-            f"{path} is a sentence-transformers model with module {unsupported[0]!r}; the runtime serves "
-            "Transformer + Pooling (+ Normalize) pipelines only"
-        )
-    pooling: dict[str, Any] = {"mode": "mean", "normalize": "sentence_transformers.models.Normalize" in kinds}
-    for m in modules:
-        if m.get("type") == "sentence_transformers.models.Pooling":
-            cfg = _read_json(path / m["path"] / "config.json")
-            modes = [
-                k
-                for k in ("cls", "mean", "max")
-                if cfg.get(f"pooling_mode_{k}_token" if k == "cls" else f"pooling_mode_{k}_tokens")
-            ]
-            others = [
-                k
-                for k, v in cfg.items()
-                if k.startswith("pooling_mode_") and v and not k.endswith(("cls_token", "mean_tokens", "max_tokens"))
-            ]
-            if len(modes) != 1 or others:
-                raise SourceError(f"{path / m['path']}: pooling {cfg} is not one of cls / mean / max; cannot serve it")
-            pooling["mode"] = modes[0]
-    st_cfg = path / "sentence_bert_config.json"
-    max_seq = _read_json(st_cfg).get("max_seq_length") if st_cfg.exists() else None
-    return pooling, max_seq
 
 
 def read_source(path: str | os.PathLike[str], *, task: str | None = None) -> Source:
@@ -133,6 +99,10 @@ def read_source(path: str | os.PathLike[str], *, task: str | None = None) -> Sou
             f"{path}: model_type {model_type!r} is not an architecture transformers {transformers.__version__} knows"
         )
     st = (path / "modules.json").is_file()
+    st_config = path / "config_sentence_transformers.json"
+    if st and st_config.is_file() and _read_json(st_config).get("model_type") == "CrossEncoder":
+        st = False  # a sentence-transformers CrossEncoder is a sequence-classification model used on pairs
+        task = task or "text-classification"
     task = task or _infer_task(config, st)
     if task not in TASK_AUTO_CLASS:
         raise SourceError(f"task {task!r} is not served; choose one of {sorted(TASK_AUTO_CLASS)}")
@@ -143,9 +113,10 @@ def read_source(path: str | os.PathLike[str], *, task: str | None = None) -> Sou
         raise SourceError(
             f"{path}: architecture {model_type!r} has no {auto_class} class in transformers, so it cannot serve {task}"
         )
-    pooling, max_seq = _st_pooling(path) if st and task == "feature-extraction" else (None, None)
+    layout = read_st_layout(path) if st and task == "feature-extraction" else None
+    pooling = layout.pooling if layout else None
     if task == "feature-extraction" and pooling is None:
-        pooling = {"mode": "mean", "normalize": False}
+        pooling = {"mode": "mean", "modes": ["mean"], "normalize": False}
     return Source(
         path=path,
         config=config,
@@ -155,5 +126,6 @@ def read_source(path: str | os.PathLike[str], *, task: str | None = None) -> Sou
         is_encoder_decoder=is_ed,
         sentence_transformers=st,
         pooling=pooling,
-        st_max_seq_length=max_seq,
+        st_max_seq_length=layout.max_seq_length if layout else None,
+        st_layout=layout,
     )

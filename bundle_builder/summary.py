@@ -36,7 +36,16 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
         out["labels"] = list(m.labels)
         out["problem_type"] = m.problem_type
     if m.pooling is not None:
-        out["pooling"] = {"mode": m.pooling.mode, "normalize": m.pooling.normalize}
+        pooling = m.pooling
+        out["pooling"] = {
+            "modes": list(pooling.modes),
+            "normalize": pooling.normalize,
+            "include_prompt": pooling.include_prompt,
+            "dense": [{"activation": d.activation, "bias": d.bias is not None} for d in pooling.dense],
+            "prompts": {name: p.text for name, p in pooling.prompts.items()},
+            "default_prompt_name": pooling.default_prompt_name,
+            "similarity": pooling.similarity,
+        }
     return out
 
 
@@ -62,7 +71,11 @@ def render(info: dict[str, Any]) -> str:
     if "labels" in info:
         lines.append(f"  labels        {', '.join(info['labels'])} ({info['problem_type']})")
     if "pooling" in info:
-        lines.append(f"  pooling       {info['pooling']['mode']}, normalize={info['pooling']['normalize']}")
+        p = info["pooling"]
+        head = f", {len(p['dense'])} Dense" if p["dense"] else ""
+        lines.append(f"  pooling       {'+'.join(p['modes'])}{head}, normalize={p['normalize']}")
+        if p["prompts"]:
+            lines.append(f"  prompts       {p['prompts']} (default: {p['default_prompt_name']})")
     lines.append("  golden examples")
     for g in info["golden"]:
         lines.append(f"    {g['input']!r} -> {g['output']}")

@@ -39,6 +39,7 @@ from runtime.errors import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 FORMAT = "hf-lambda-bundle"
@@ -198,6 +199,23 @@ class Bundle:
         for name, target in self._header["aliases"].items():
             out[name] = out[target]
         return out
+
+    def array(self, name: str) -> np.ndarray:
+        """One tensor as a numpy array copied out of the map, without importing torch (not for bfloat16).
+
+        Raises:
+            KeyError: no tensor of that name. BundleCorruptError: a dtype numpy does not hold.
+        """
+        import numpy as np
+
+        name = self._header["aliases"].get(name, name)
+        e = self._header["tensors"][name]
+        if e["dtype"] == "bfloat16":
+            raise BundleCorruptError(f"{self.path}: tensor {name!r} is bfloat16, which numpy cannot hold")
+        dtype = np.dtype(DTYPES[e["dtype"]][0]).newbyteorder("<")
+        count = e["nbytes"] // dtype.itemsize
+        flat = np.frombuffer(self._map, dtype=dtype, count=count, offset=self._data_start + e["offset"])
+        return flat.reshape(e["shape"]).copy()
 
     def tensor_bytes(self) -> int:
         return sum(e["nbytes"] for e in self._header["tensors"].values())

@@ -16,7 +16,9 @@ from runtime.errors import BundleCorruptError
 T = TypeVar("T")
 
 PADDING_SIDES = ("left", "right")
-POOLING_MODES = ("mean", "cls", "max")
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+DENSE_ACTIVATIONS = ("tanh", "identity", "relu", "sigmoid")
+HEAD_PREFIX = "sentence_transformers_head."  # bundle tensors applied after pooling, not part of the model's state dict
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -32,11 +34,35 @@ class TokenizerManifest:
 
 
 @dataclass(frozen=True)
-class Pooling:
-    """feature-extraction: how token states become one sentence embedding (sentence-transformers' Pooling)."""
+class Dense:
+    """A sentence-transformers Dense layer after pooling: activation(x @ weight.T + bias), tensors in the bundle."""
 
-    mode: str = "mean"
+    weight: str  # bundle tensor name, (out, in) fp32
+    bias: str | None
+    activation: str  # one of DENSE_ACTIVATIONS
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str  # prepended to the input, as sentence-transformers does
+    tokens: int  # its token count without a trailing special token (excluded from pooling when include_prompt=False)
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """feature-extraction: how token states become one sentence embedding (sentence-transformers' modules)."""
+
+    modes: tuple[str, ...] = ("mean",)  # several modes are concatenated, in order
     normalize: bool = False
+    include_prompt: bool = True
+    dense: tuple[Dense, ...] = ()
+    prompts: Mapping[str, Prompt] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    similarity: str | None = None
+
+    @property
+    def default_prompt(self) -> Prompt | None:
+        return self.prompts[self.default_prompt_name] if self.default_prompt_name else None
 
 
 @dataclass(frozen=True)
@@ -174,8 +200,7 @@ def parse_manifest(raw: Any, where: str) -> Manifest:
         examples.append(GoldenExample(input=g.raw["input"], parameters=g.obj("parameters", {}), output=g.raw["output"]))
     pooling = None
     if "pooling" in m.raw and m.raw["pooling"] is not None:
-        p = m.child("pooling")
-        pooling = Pooling(mode=p.choice("mode", POOLING_MODES, "mean"), normalize=p.flag("normalize", False))
+        pooling = _pooling(m.child("pooling"))
     generation = None
     if "generation" in m.raw and m.raw["generation"] is not None:
         generation = _generation(m.child("generation"))
@@ -197,6 +222,36 @@ def parse_manifest(raw: Any, where: str) -> Manifest:
         labels=m.strings("labels", []),
         problem_type=m.text("problem_type", None),
         generation=generation,
+    )
+
+
+def _pooling(p: _Fields) -> Pooling:
+    first = p.choice("mode", POOLING_MODES, "mean")
+    modes = p.get(
+        "modes",
+        lambda v: isinstance(v, list) and bool(v) and all(x in POOLING_MODES for x in v),
+        f"must be a non-empty list of {list(POOLING_MODES)}",
+        [first],
+    )
+    dense = []
+    for i, raw in enumerate(p.get("dense", lambda v: isinstance(v, list), "must be a list", [])):
+        d = _Fields(p.where, f"{p.path}.dense[{i}]", raw)
+        dense.append(Dense(d.text("weight"), d.text("bias", None), d.choice("activation", DENSE_ACTIVATIONS)))
+    prompts = {}
+    for name in p.obj("prompts", {}):
+        q = p.child("prompts").child(name)
+        prompts[str(name)] = Prompt(text=q.text("text"), tokens=q.integer("tokens", 0))
+    default = p.text("default_prompt_name", None)
+    if default is not None and default not in prompts:
+        raise p.bad(f"{p.path}.default_prompt_name", f"must name one of the prompts {sorted(prompts)}", default)
+    return Pooling(
+        modes=tuple(modes),
+        normalize=p.flag("normalize", False),
+        include_prompt=p.flag("include_prompt", True),
+        dense=tuple(dense),
+        prompts=prompts,
+        default_prompt_name=default,
+        similarity=p.text("similarity", None),
     )
 
 

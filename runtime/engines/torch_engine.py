@@ -19,7 +19,7 @@ import numpy as np
 from runtime.bundle import Bundle
 from runtime.engines import BuiltEngine, EngineOptions, Phase
 from runtime.errors import BundleCorruptError
-from runtime.manifest import Manifest
+from runtime.manifest import HEAD_PREFIX, Manifest
 
 # manifest.auto_class -> the output of the transformers class that the tasks read (None: the task calls generate)
 OUTPUTS = {
@@ -87,7 +87,7 @@ def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Pha
     output = OUTPUTS.get(m.auto_class)
     if options.torch_implementation == "auto" and m.task in NATIVE_TASKS:
         with phase("load_weights"):
-            tensors = _in_dtype(bundle.tensors(), getattr(torch, dtype))
+            tensors = _in_dtype(_model_tensors(bundle), getattr(torch, dtype))
         with phase("build_model"):  # on the meta device, then the mapped tensors assigned in place
             from runtime.engines.native_encoder import build_native_encoder
 
@@ -115,7 +115,7 @@ def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Pha
                 model = getattr(transformers, auto).from_config(config, dtype=getattr(torch, dtype))
     with phase("load_weights"):
         if tensors is None:
-            tensors = _in_dtype(bundle.tensors(), getattr(torch, dtype))
+            tensors = _in_dtype(_model_tensors(bundle), getattr(torch, dtype))
         try:
             model.load_state_dict(tensors, strict=True, assign=True)
         except RuntimeError as e:
@@ -136,6 +136,11 @@ def resolve_device(requested: str, cuda_visible: bool) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _model_tensors(bundle: Bundle) -> dict[str, Any]:
+    """The model's state dict: every bundle tensor except the heads applied after the model (HEAD_PREFIX)."""
+    return {k: v for k, v in bundle.tensors().items() if not k.startswith(HEAD_PREFIX)}
 
 
 def _in_dtype(tensors: dict[str, Any], target: Any) -> dict[str, Any]:

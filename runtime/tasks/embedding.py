@@ -1,8 +1,14 @@
-"""feature-extraction: the sentence embedding, pooled and normalised as sentence-transformers does."""
+"""feature-extraction: the sentence embedding, computed after the transformer as sentence-transformers does.
+
+    prompt + text -> tokens -> transformer (the engine) -> Pooling (one or more modes, concatenated)
+                  -> Dense layers (activation(x @ W.T + b)) -> Normalize (when the model has it)
+
+Every step mirrors sentence-transformers' modules, left padding (decoder embedders) included.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -14,6 +20,13 @@ from runtime.settings import Settings
 from runtime.tasks import Chunk, text_only
 from runtime.tasks import params as p
 
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "identity": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+}
+
 
 class EmbeddingTask:
     name = "feature-extraction"
@@ -21,9 +34,14 @@ class EmbeddingTask:
     def __init__(self, model: LoadedModel, settings: Settings) -> None:
         self.engine = model.engine
         self.tokenizer = model.tokenizer
-        pooling = model.manifest.pooling or Pooling()
-        self.pooling_mode = pooling.mode
-        self.normalize = pooling.normalize
+        self.pooling = model.manifest.pooling or Pooling()
+        self.normalize = self.pooling.normalize
+        self.prompt = self.pooling.default_prompt
+        # (weight (out, in), bias (out,) or None, activation) per Dense layer, as float32 numpy arrays
+        self.dense = [
+            (model.bundle.array(d.weight), model.bundle.array(d.bias) if d.bias else None, ACTIVATIONS[d.activation])
+            for d in self.pooling.dense
+        ]
 
     def check_inputs(self, inputs: list[Any]) -> None:
         text_only(self.name, inputs)
@@ -32,22 +50,52 @@ class EmbeddingTask:
         return p.check(self.name, params, {"normalize": p.boolean})
 
     def preprocess(self, inputs: list[str], params: dict[str, Any]) -> dict[str, np.ndarray]:
+        if self.prompt is not None:
+            inputs = [self.prompt.text + text for text in inputs]
         return self.tokenizer.encode(inputs)
 
     def forward(self, batch: dict[str, np.ndarray], params: dict[str, Any]) -> np.ndarray:
         return self.engine.run(batch)  # (B, T, H) last hidden state
 
     def postprocess(self, hidden: np.ndarray, batch: dict[str, np.ndarray], params: dict[str, Any]) -> Chunk:
-        mask = batch["attention_mask"][..., None].astype(hidden.dtype)  # (B, T, 1)
-        if self.pooling_mode == "cls":
-            emb = hidden[:, 0]
-        elif self.pooling_mode == "max":
-            emb = np.where(mask > 0, hidden, -np.inf).max(axis=1)
-        else:  # mean over real tokens, exactly as sentence-transformers' Pooling
-            emb = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        mask = batch["attention_mask"]  # (B, T)
+        prompt_tokens = self.prompt.tokens if self.prompt is not None and not self.pooling.include_prompt else 0
+        emb = np.concatenate([_pool(mode, hidden, mask, prompt_tokens) for mode in self.pooling.modes], axis=-1)
+        for weight, bias, activation in self.dense:
+            emb = emb @ weight.T
+            if bias is not None:
+                emb = emb + bias
+            emb = activation(emb)
         if params.get("normalize", self.normalize):  # as torch.nn.functional.normalize(p=2, eps=1e-12)
             emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
         return Chunk(emb.tolist())
 
     def compare(self, expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
         return min_cosine(expected, actual, precision)
+
+
+def _pool(mode: str, hidden: np.ndarray, mask: np.ndarray, prompt_tokens: int) -> np.ndarray:
+    """sentence-transformers' Pooling for one mode: hidden (B, T, H), mask (B, T) -> (B, H)."""
+    leading_pads = mask.argmax(axis=1)  # (B,) left padding before the first real token (0 when padded right)
+    pooled_mask = mask
+    if prompt_tokens:  # include_prompt=False: the prompt's tokens (after any left padding) are not pooled
+        positions = np.arange(mask.shape[1])[None, :]
+        pooled_mask = np.where(positions < (leading_pads + prompt_tokens)[:, None], 0, mask)
+    m = pooled_mask[..., None].astype(hidden.dtype)  # (B, T, 1)
+    rows = np.arange(hidden.shape[0])
+    if mode == "cls":  # the first real token
+        return hidden[rows, pooled_mask.argmax(axis=1)]
+    if mode == "max":
+        return np.where(m > 0, hidden, -np.inf).max(axis=1)
+    if mode in ("mean", "mean_sqrt_len_tokens"):
+        count = np.clip(m.sum(axis=1), 1e-9, None)  # (B, 1)
+        return (hidden * m).sum(axis=1) / (count if mode == "mean" else np.sqrt(count))
+    if mode == "weightedmean":  # position weights 1, 2, ... counted from the first real token
+        weights = np.arange(1, hidden.shape[1] + 1, dtype=hidden.dtype)[None, :, None] - leading_pads[:, None, None]
+        weighted = m * weights
+        return (hidden * weighted).sum(axis=1) / np.clip(weighted.sum(axis=1), 1e-9, None)
+    if mode == "lasttoken":  # the last real token
+        last = hidden.shape[1] - 1 - pooled_mask[:, ::-1].argmax(axis=1)
+        last = np.where(pooled_mask.max(axis=1) == 0, 0, last)  # no real token: a zero vector either way
+        return (hidden * m)[rows, last]
+    raise ValueError(f"pooling mode {mode!r}")
