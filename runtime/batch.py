@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
 from runtime.errors import RequestError, as_request_error
@@ -32,7 +32,7 @@ class SqsBatchResponse(TypedDict):
 class Answered:
     message_id: str
     outputs: Any  # this record's answer: one output, or a list for a list of inputs
-    prediction: Prediction  # the forward pass it shared (timings, token counts)
+    prediction: Prediction  # the forward pass it shared (timings, token counts); truncations are this record's
     batch_records: int  # records in that forward pass
 
 
@@ -91,8 +91,11 @@ def _predict_group(members: list[tuple[int, str, Request]], predictor: Predictor
     start = 0
     for at, message_id, req in members:
         mine = prediction.outputs[start : start + len(req.inputs)]
+        cut = tuple(i - start for i in prediction.truncated_inputs if start <= i < start + len(req.inputs))
         start += len(req.inputs)
-        out[at] = Answered(message_id, mine[0] if req.single else mine, prediction, len(members))
+        # this record's view of the shared pass: same timings (the same request_ms object), its own truncations
+        own = replace(prediction, truncated_inputs=cut)
+        out[at] = Answered(message_id, mine[0] if req.single else mine, own, len(members))
     return out
 
 

@@ -204,7 +204,8 @@ class Function:
         failed = {o.message_id for o in outcomes if isinstance(o, Failed)}
         failed |= self.sink.send(results) if results else set()
         response = batch_response(records, failed)
-        passes = {id(o.prediction): o.prediction for o in outcomes if isinstance(o, Answered)}.values()
+        # records of one forward pass share its request_ms: count each pass once
+        passes = {id(o.prediction.request_ms): o.prediction for o in outcomes if isinstance(o, Answered)}.values()
         inference = round(sum(p.inference_ms for p in passes), 3) if passes else None
         failures = len(response["batchItemFailures"])
         return _Answer(

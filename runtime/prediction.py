@@ -13,6 +13,7 @@ class Prediction:
     time_to_first_token_ms: float | None = None  # generation: prefill + the first decode step
     generated_tokens: int | None = None  # generation: new tokens over all inputs; None for other tasks
     tokens_per_s: float | None = None  # generation: generated_tokens / inference seconds
+    truncated_inputs: tuple[int, ...] = ()  # indices of the inputs cut at the model's max length
 
     @property
     def inference_ms(self) -> float:
@@ -26,4 +27,6 @@ class Prediction:
         if self.generated_tokens is not None:
             out["generated_tokens"] = self.generated_tokens
             out["tokens_per_s"] = self.tokens_per_s
+        if self.truncated_inputs:
+            out["truncated_inputs"] = list(self.truncated_inputs)
         return out

@@ -60,6 +60,7 @@ class Predictor:
         outputs: list[Any] = []
         generated: int | None = None
         first_token_ms: float | None = None
+        truncated: list[int] = []
         for start in range(0, len(inputs), self.max_batch):
             with timer.stage("preprocess"):
                 batch = self.task.preprocess(inputs[start : start + self.max_batch], params)
@@ -69,6 +70,7 @@ class Predictor:
             with timer.stage("postprocess"):
                 chunk = self.task.postprocess(raw, batch, params)
             outputs.extend(chunk.outputs)
+            truncated.extend(start + i for i in chunk.truncated)
             if chunk.first_token_ns and first_token_ms is None:
                 first_token_ms = round((chunk.first_token_ns - t) / 1e6, 3)
             if chunk.generated_tokens is not None:
@@ -77,7 +79,7 @@ class Predictor:
         if generated is not None:
             seconds = timer.stages_ns.get("inference", 0) / 1e9
             tokens_per_s = round(generated / seconds, 2) if seconds else None
-        return Prediction(outputs, timer.as_ms(), first_token_ms, generated, tokens_per_s)
+        return Prediction(outputs, timer.as_ms(), first_token_ms, generated, tokens_per_s, tuple(truncated))
 
     def new_timer(self) -> StageTimer:
         return StageTimer(cuda=self.model.device.startswith("cuda"))

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import numpy as np
 
 from runtime.manifest import TokenizerManifest
+
+
+@dataclass(frozen=True)
+class Encoded:
+    arrays: dict[str, np.ndarray]  # the model inputs, each (B, T) int64
+    truncated: list[int]  # indices of the texts that were cut at max_length
 
 
 class TextTokenizer:
@@ -31,6 +41,53 @@ class TextTokenizer:
         return {
             name: np.asarray(columns[name], dtype=np.int64) for name in self.spec.model_input_names if name in columns
         }
+
+    def encode_checked(self, texts: list[str], *, direction: str = "right") -> Encoded:
+        """Like encode, cutting over-long texts on `direction` ("right" drops the end, "left" the start), and saying
+        which texts were cut."""
+        with self._truncating(direction):
+            encodings = self._tok.encode_batch(texts)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        arrays = {
+            name: np.asarray(columns[name], dtype=np.int64) for name in self.spec.model_input_names if name in columns
+        }
+        return Encoded(arrays, [i for i, e in enumerate(encodings) if e.overflowing])
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` with special tokens and without truncation."""
+        with self._untruncated():
+            return len(self._tok.encode(text).ids)
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """A prompt's token count as sentence-transformers measures it: encoded alone, without a trailing special
+        token (what include_prompt=False leaves out of pooling)."""
+        with self._untruncated():
+            encoding = self._tok.encode(prompt)
+        trailing_special = bool(encoding.special_tokens_mask) and encoding.special_tokens_mask[-1] == 1
+        return len(encoding.ids) - int(trailing_special)
+
+    @contextmanager
+    def _truncating(self, direction: str) -> Iterator[None]:
+        if direction == "right":
+            yield
+            return
+        self._tok.enable_truncation(max_length=self.spec.max_length, direction=direction)
+        try:
+            yield
+        finally:
+            self._tok.enable_truncation(max_length=self.spec.max_length)
+
+    @contextmanager
+    def _untruncated(self) -> Iterator[None]:
+        self._tok.no_truncation()
+        try:
+            yield
+        finally:
+            self._tok.enable_truncation(max_length=self.spec.max_length)
 
     def decode(self, ids: list[int], *, skip_special_tokens: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)

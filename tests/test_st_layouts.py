@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from support import FakeContext, new_function
 
 from bundle_builder.build import build_bundle
 from bundle_builder.errors import SourceError
-from support import FakeContext, new_function
+from runtime.errors import RequestError
 
 TEXTS = [
     "ok",
@@ -392,3 +393,85 @@ def test_a_cross_encoder_folder_builds_as_text_classification(tiny_model, tmp_pa
     out = tmp_path / "ce.bundle"
     assert build_bundle(folder, out).verify.check.ok  # golden outputs from transformers' pipeline on the folder
     assert read_bundle(out).manifest["task"] == "text-classification"
+
+
+# --- request parameters, named as Text Embeddings Inference names them -------------------------------------------
+
+
+def answer(bundle: Path, parameters: dict[str, Any], texts: list[str] = TEXTS) -> dict[str, Any]:
+    fn = new_function(bundle, NUM_THREADS="1")
+    response: dict[str, Any] = fn.handle({"inputs": texts, "parameters": parameters}, FakeContext())
+    return response
+
+
+def test_prompt_name_picks_another_of_the_models_prompts(st_folder, st_bundle) -> None:
+    got = np.asarray(answer(st_bundle("cls-prompts"), {"prompt_name": "document"})["outputs"])
+    expected = load_st(st_folder("cls-prompts")).encode(TEXTS, prompt_name="document").astype(np.float64)
+    assert_answers_as_encode(got, expected)
+
+
+def test_a_request_prompt_is_measured_and_left_out_of_pooling_like_encode(st_folder, st_bundle) -> None:
+    prompt = "Represent this sentence for retrieval: "
+    got = np.asarray(answer(st_bundle("include-prompt-false"), {"prompt": prompt})["outputs"])
+    expected = load_st(st_folder("include-prompt-false")).encode(TEXTS, prompt=prompt).astype(np.float64)
+    assert_answers_as_encode(got, expected)
+
+
+@pytest.mark.parametrize("name, dims", [("dense-head", 4), ("max-no-normalize", 5)])
+def test_dimensions_keep_the_leading_ones_and_renormalise_a_normalised_model(st_folder, st_bundle, name, dims) -> None:
+    got = np.asarray(answer(st_bundle(name), {"dimensions": dims})["outputs"])
+    expected = load_st(st_folder(name)).encode(TEXTS, truncate_dim=dims).astype(np.float64)
+    if LAYOUTS[name].head is _labse_head:  # the model normalises: the cut vector is unit length again
+        expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+        assert np.allclose(np.linalg.norm(got, axis=1), 1.0)
+    assert_answers_as_encode(got, expected)
+
+
+def test_truncation_is_reported_and_can_be_refused(st_folder, st_bundle) -> None:
+    model = load_st(st_folder("max-seq-length"))  # 8 tokens
+    lengths = [len(model.tokenizer(t)["input_ids"]) for t in TEXTS]
+    too_long = [i for i, n in enumerate(lengths) if n > 8]
+    assert too_long and len(too_long) < len(TEXTS)
+    timing = answer(st_bundle("max-seq-length"), {})["timing"]
+    assert timing["truncated_inputs"] == too_long
+    assert "truncated_inputs" not in answer(st_bundle("max-seq-length"), {}, texts=["ok"])["timing"]
+    with pytest.raises(RequestError) as info:
+        answer(st_bundle("max-seq-length"), {"truncate": False})
+    first = too_long[0]
+    assert info.value.error_type == "PayloadTooLargeError"
+    assert str(info.value) == (
+        f'"inputs"[{first}] has {lengths[first]} tokens; the limit is 8 (the model\'s max length); shorten it, '
+        'or send "truncate": true to cut it'
+    )
+
+
+def test_left_truncation_keeps_the_end_of_the_text(st_folder, st_bundle) -> None:
+    got = np.asarray(answer(st_bundle("max-seq-length"), {"truncation_direction": "Left"})["outputs"])
+    model = load_st(st_folder("max-seq-length"))
+    model.tokenizer.truncation_side = "left"
+    assert_answers_as_encode(got, model.encode(TEXTS).astype(np.float64))
+
+
+@pytest.mark.parametrize(
+    "parameters, message",
+    [
+        ({"dimensions": 0}, "parameter 'dimensions' must be an integer between 1 and 8, got 0"),
+        ({"dimensions": 9}, "parameter 'dimensions' must be an integer between 1 and 8, got 9"),
+        ({"prompt_name": "web"}, "parameter 'prompt_name' is 'web'; this model's prompts are: 'document', 'query'"),
+        (
+            {"prompt_name": "query", "prompt": "x: "},
+            'parameters "prompt_name" and "prompt" exclude each other; send one of them',
+        ),
+        (
+            {"truncation_direction": "middle"},
+            "parameter 'truncation_direction' must be 'right' or 'left', got 'middle'",
+        ),
+        ({"truncate": "no"}, "parameter 'truncate' must be true or false, got 'no'"),
+    ],
+    ids=["dims-zero", "dims-over", "unknown-prompt", "both-prompts", "direction", "truncate-type"],
+)
+def test_bad_embedding_parameters_are_422_with_the_reason(st_bundle, parameters, message: str) -> None:
+    bundle = st_bundle("cls-prompts") if "prompt_name" in parameters else st_bundle("dense-head")
+    with pytest.raises(RequestError) as info:
+        answer(bundle, parameters)
+    assert (info.value.error_type, str(info.value)) == ("InvalidParametersError", message)

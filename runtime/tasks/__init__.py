@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runtime.errors import BundleCorruptError, InvalidInputError
@@ -40,6 +40,7 @@ class Chunk:
     outputs: list[Any]
     generated_tokens: int | None = None
     first_token_ns: int | None = None  # perf_counter_ns when the first new token existed
+    truncated: list[int] = field(default_factory=list)  # indices (in this chunk) of inputs cut at max_length
 
 
 class Task(Protocol):

@@ -3,19 +3,23 @@
     prompt + text -> tokens -> transformer (the engine) -> Pooling (one or more modes, concatenated)
                   -> Dense layers (activation(x @ W.T + b)) -> Normalize (when the model has it)
 
-Every step mirrors sentence-transformers' modules, left padding (decoder embedders) included.
+Every step mirrors sentence-transformers' modules, left padding (decoder embedders) included. Request parameters
+are named as Text Embeddings Inference names them: normalize, truncate, truncation_direction, prompt_name, prompt,
+dimensions (Matryoshka: the first N dimensions, re-normalised when the embedding is normalised).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from runtime.errors import InvalidParametersError, PayloadTooLargeError
 from runtime.golden import GoldenCheck, min_cosine
 from runtime.loader import LoadedModel
-from runtime.manifest import Pooling
+from runtime.manifest import Pooling, Prompt
 from runtime.settings import Settings
 from runtime.tasks import Chunk, text_only
 from runtime.tasks import params as p
@@ -28,6 +32,13 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+@dataclass(frozen=True)
+class EmbeddingBatch:
+    arrays: dict[str, np.ndarray]  # the model inputs, (B, T) int64
+    prompt_tokens: int  # tokens of the prompt in front of each text (left out of pooling when include_prompt=False)
+    truncated: list[int]  # texts cut at max_length
+
+
 class EmbeddingTask:
     name = "feature-extraction"
 
@@ -37,6 +48,8 @@ class EmbeddingTask:
         self.pooling = model.manifest.pooling or Pooling()
         self.normalize = self.pooling.normalize
         self.prompt = self.pooling.default_prompt
+        self.max_length = model.manifest.tokenizer.max_length
+        self.dimensions = len(model.manifest.golden[0].output) if model.manifest.golden else 0
         # (weight (out, in), bias (out,) or None, activation) per Dense layer, as float32 numpy arrays
         self.dense = [
             (model.bundle.array(d.weight), model.bundle.array(d.bias) if d.bias else None, ACTIVATIONS[d.activation])
@@ -47,31 +60,74 @@ class EmbeddingTask:
         text_only(self.name, inputs)
 
     def check_parameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        return p.check(self.name, params, {"normalize": p.boolean})
+        out = p.check(
+            self.name,
+            params,
+            {
+                "normalize": p.boolean,
+                "truncate": p.boolean,
+                "truncation_direction": _direction,
+                "prompt_name": p.text,
+                "prompt": p.text,
+                "dimensions": p.integer(1, self.dimensions),
+            },
+        )
+        if "prompt_name" in out and "prompt" in out:
+            raise InvalidParametersError('parameters "prompt_name" and "prompt" exclude each other; send one of them')
+        if "prompt_name" in out and out["prompt_name"] not in self.pooling.prompts:
+            known = ", ".join(repr(k) for k in sorted(self.pooling.prompts)) or "none"
+            raise InvalidParametersError(
+                f"parameter 'prompt_name' is {out['prompt_name']!r}; this model's prompts are: {known}"
+            )
+        return out
 
-    def preprocess(self, inputs: list[str], params: dict[str, Any]) -> dict[str, np.ndarray]:
-        if self.prompt is not None:
-            inputs = [self.prompt.text + text for text in inputs]
-        return self.tokenizer.encode(inputs)
+    def _prompt(self, params: dict[str, Any]) -> Prompt | None:
+        if "prompt" in params:
+            return Prompt(params["prompt"], self.tokenizer.prompt_tokens(params["prompt"]))
+        if "prompt_name" in params:
+            return self.pooling.prompts[params["prompt_name"]]
+        return self.prompt
 
-    def forward(self, batch: dict[str, np.ndarray], params: dict[str, Any]) -> np.ndarray:
-        return self.engine.run(batch)  # (B, T, H) last hidden state
+    def preprocess(self, inputs: list[str], params: dict[str, Any]) -> EmbeddingBatch:
+        prompt = self._prompt(params)
+        if prompt is not None and prompt.text:
+            inputs = [prompt.text + text for text in inputs]
+        encoded = self.tokenizer.encode_checked(inputs, direction=params.get("truncation_direction", "right"))
+        if encoded.truncated and not params.get("truncate", True):
+            at = encoded.truncated[0]
+            raise PayloadTooLargeError(
+                f'"inputs"[{at}] has {self.tokenizer.count_tokens(inputs[at])} tokens; the limit is {self.max_length} '
+                '(the model\'s max length); shorten it, or send "truncate": true to cut it'
+            )
+        return EmbeddingBatch(encoded.arrays, prompt.tokens if prompt is not None else 0, encoded.truncated)
 
-    def postprocess(self, hidden: np.ndarray, batch: dict[str, np.ndarray], params: dict[str, Any]) -> Chunk:
-        mask = batch["attention_mask"]  # (B, T)
-        prompt_tokens = self.prompt.tokens if self.prompt is not None and not self.pooling.include_prompt else 0
+    def forward(self, batch: EmbeddingBatch, params: dict[str, Any]) -> np.ndarray:
+        return self.engine.run(batch.arrays)  # (B, T, H) last hidden state
+
+    def postprocess(self, hidden: np.ndarray, batch: EmbeddingBatch, params: dict[str, Any]) -> Chunk:
+        mask = batch.arrays["attention_mask"]  # (B, T)
+        prompt_tokens = 0 if self.pooling.include_prompt else batch.prompt_tokens
         emb = np.concatenate([_pool(mode, hidden, mask, prompt_tokens) for mode in self.pooling.modes], axis=-1)
         for weight, bias, activation in self.dense:
             emb = emb @ weight.T
             if bias is not None:
                 emb = emb + bias
             emb = activation(emb)
+        if "dimensions" in params:  # Matryoshka: the leading dimensions carry the most
+            emb = emb[:, : params["dimensions"]]
         if params.get("normalize", self.normalize):  # as torch.nn.functional.normalize(p=2, eps=1e-12)
             emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
-        return Chunk(emb.tolist())
+        return Chunk(emb.tolist(), truncated=batch.truncated)
 
     def compare(self, expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
         return min_cosine(expected, actual, precision)
+
+
+def _direction(name: str, value: Any) -> str:
+    """TEI spells them "Right" / "Left"; either case is taken."""
+    if not isinstance(value, str) or value.lower() not in ("right", "left"):
+        raise InvalidParametersError(f"parameter {name!r} must be 'right' or 'left', got {p._short(value)}")
+    return value.lower()
 
 
 def _pool(mode: str, hidden: np.ndarray, mask: np.ndarray, prompt_tokens: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 
 from runtime.errors import InvalidParametersError
 
-__all__ = ["InvalidParametersError", "boolean", "check", "integer", "number", "one_of"]
+__all__ = ["InvalidParametersError", "boolean", "check", "integer", "number", "one_of", "text"]
 
 Rule = Callable[[str, Any], Any]
 _repr = reprlib.Repr()  # echo a value in an error, not megabytes of it
@@ -47,6 +47,12 @@ def number(lo: float, hi: float | None = None, *, lo_open: bool = False) -> Rule
         return float(value)
 
     return rule
+
+
+def text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidParametersError(f"parameter {name!r} must be a string, got {_short(value)}")
+    return value
 
 
 def boolean(name: str, value: Any) -> bool:
