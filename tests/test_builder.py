@@ -123,7 +123,14 @@ def test_model_is_built_without_random_initialisation(tiny_bundle, monkeypatch, 
         assert set(loaded.phases_ms) == {"read_bundle", "import_torch", "build_model", "load_weights", "tokenizer"}
     else:
         assert calls == []
-        assert set(loaded.phases_ms) == {"read_bundle", "import_torch", "import_transformers", "build_model", "load_weights", "tokenizer"}
+        assert set(loaded.phases_ms) == {
+            "read_bundle",
+            "import_torch",
+            "import_transformers",
+            "build_model",
+            "load_weights",
+            "tokenizer",
+        }
 
 
 def test_fp16_storage_is_upcast_to_fp32_on_cpu(tiny_bundle) -> None:
@@ -133,16 +140,22 @@ def test_fp16_storage_is_upcast_to_fp32_on_cpu(tiny_bundle) -> None:
 
 
 @pytest.mark.slow
-def test_two_builds_of_the_same_source_are_byte_identical(minilm_dir: Path, minilm_bundle: Path, tmp_path: Path) -> None:
+def test_two_builds_of_the_same_source_are_byte_identical(
+    minilm_dir: Path, minilm_bundle: Path, tmp_path: Path
+) -> None:
     again = tmp_path / "again.bundle"
     build_bundle(minilm_dir, again, name="all-MiniLM-L6-v2")
     assert again.read_bytes() == minilm_bundle.read_bytes()
 
 
 @pytest.mark.slow
-def test_bundle_size_is_weights_plus_tokenizer_and_half_in_fp16(minilm_dir: Path, minilm_bundle: Path, tmp_path: Path) -> None:
+def test_bundle_size_is_weights_plus_tokenizer_and_half_in_fp16(
+    minilm_dir: Path, minilm_bundle: Path, tmp_path: Path
+) -> None:
     weights = (minilm_dir / "model.safetensors").stat().st_size
-    tokenizer = sum((minilm_dir / f).stat().st_size for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"))
+    tokenizer = sum(
+        (minilm_dir / f).stat().st_size for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+    )
     fp32 = minilm_bundle.stat().st_size
     assert abs(fp32 - (weights + tokenizer)) / (weights + tokenizer) <= 0.02
     half = build_bundle(minilm_dir, tmp_path / "half.bundle", dtype="float16")
@@ -236,10 +249,23 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_build_inspect_verify(tiny_model, tmp_path: Path) -> None:
     out = tmp_path / "cli.bundle"
-    built = run_cli("build", str(tiny_model("bert", multi_label=True)), "-o", str(out), "--multi-label", "--name", "tiny", "--quiet")
+    built = run_cli(
+        "build", str(tiny_model("bert", multi_label=True)), "-o", str(out), "--multi-label", "--name", "tiny", "--quiet"
+    )
     assert built.returncode == 0, built.stderr
     info = json.loads(run_cli("inspect", str(out), "--json").stdout)
-    for key in ("format", "format_version", "task", "model_type", "name", "sha256", "dtype", "num_parameters", "size_bytes", "labels"):
+    for key in (
+        "format",
+        "format_version",
+        "task",
+        "model_type",
+        "name",
+        "sha256",
+        "dtype",
+        "num_parameters",
+        "size_bytes",
+        "labels",
+    ):
         assert key in info
     assert info["labels"] == ["negative", "neutral", "positive"] and info["name"] == "tiny"
     assert info["size_bytes"] == out.stat().st_size and info["sha256"] == read_bundle(out).sha256
@@ -258,4 +284,32 @@ def test_cli_build_inspect_verify(tiny_model, tmp_path: Path) -> None:
 def test_cli_reports_errors_as_one_line(tmp_path: Path) -> None:
     res = run_cli("build", str(tmp_path / "missing"), "-o", str(tmp_path / "x.bundle"), "--quiet")
     assert res.returncode == 1
-    assert res.stderr.strip() == f"SourceError: model folder {tmp_path / 'missing'} does not exist or is not a directory"
+    assert (
+        res.stderr.strip() == f"SourceError: model folder {tmp_path / 'missing'} does not exist or is not a directory"
+    )
+
+
+@pytest.mark.parametrize(
+    "parent, folder, name_or_path, expected",
+    [
+        ("acme-encoder", "model", None, "acme-encoder"),  # a package keeping its weights in model/
+        ("models", "sentiment-v3", None, "sentiment-v3"),
+        ("tmp123", "model", "acme/base-encoder", "base-encoder"),
+    ],
+    ids=["package-folder", "own-folder", "config-name"],
+)
+def test_the_bundle_is_named_for_the_model_not_its_folder_called_model(
+    tiny_model, tmp_path: Path, parent: str, folder: str, name_or_path: str | None, expected: str
+) -> None:
+    import json
+    import shutil
+
+    from bundle_builder.build import model_name
+    from bundle_builder.sources import read_source
+
+    path = tmp_path / parent / folder
+    shutil.copytree(tiny_model("bert"), path)
+    config = json.loads((path / "config.json").read_text())
+    config["_name_or_path"] = name_or_path
+    (path / "config.json").write_text(json.dumps(config))
+    assert model_name(read_source(path)) == expected
