@@ -1,6 +1,9 @@
 """The request body (the Hugging Face Inference API shape) -> a checked Request.
 
 {"inputs": "text" | ["text", ...] | [{"role": ..., "content": ...}, ...], "parameters": {...}}
+
+Text classification also takes pairs, {"text": ..., "text_pair": ...}, and a rerank request, {"query": ...,
+"texts": [...]}, alone or in a list; which keys a mapping must have is the task's to say.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Request:
-    inputs: list[Any]  # str, or a chat (list of {"role", "content"}) for text-generation
+    inputs: list[Any]  # str; a chat (list of {"role", "content"}); or a mapping of texts (pairs, rerank)
     single: bool  # the caller sent one input, not a list: answer with one output
     parameters: dict[str, Any]
 
@@ -92,7 +95,7 @@ def parse_payload(payload: Any, limits: Limits) -> Request:
         params = {}
     if not isinstance(params, dict):
         raise InvalidParametersError(f'"parameters" must be a JSON object, got {type(params).__name__}')
-    if isinstance(inputs, str):
+    if isinstance(inputs, str) or (isinstance(inputs, dict) and inputs):
         items, single = [inputs], True
     elif _is_chat(inputs) and all("role" in m for m in inputs):
         _check_chat(inputs, limits)
@@ -109,6 +112,9 @@ def parse_payload(payload: Any, limits: Limits) -> Request:
         if isinstance(item, list) and _is_chat(item):
             _check_chat(item, limits)
             continue
+        if isinstance(item, dict):
+            _check_texts(i, item, limits)
+            continue
         if not isinstance(item, str):
             raise InvalidInputError(f'"inputs"[{i}] must be a string, got {_describe(item)}')
         if not item.strip():
@@ -122,6 +128,28 @@ def parse_payload(payload: Any, limits: Limits) -> Request:
         except UnicodeEncodeError:
             raise InvalidInputError(f'"inputs"[{i}] is not valid UTF-8 text (lone surrogate)') from None
     return Request(inputs=items, single=single, parameters=params)
+
+
+def _check_texts(i: int, item: dict[str, Any], limits: Limits) -> None:
+    """A mapping input holds strings or lists of strings, each within the character limit."""
+    for key, value in item.items():
+        texts = value if isinstance(value, list) else [value]
+        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise InvalidInputError(f'"inputs"[{i}].{key} must be non-empty text or a non-empty list of texts')
+        if len(texts) > limits.max_items:
+            raise PayloadTooLargeError(
+                f'"inputs"[{i}].{key} has {len(texts)} texts; the limit is {limits.max_items} (MAX_BATCH_ITEMS)'
+            )
+        for t in texts:
+            if len(t) > limits.max_chars:
+                raise PayloadTooLargeError(
+                    f'"inputs"[{i}].{key} has a text of {len(t)} characters; the limit is {limits.max_chars} '
+                    "(MAX_INPUT_CHARS)"
+                )
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInputError(f'"inputs"[{i}].{key} is not valid UTF-8 text (lone surrogate)') from None
 
 
 def _describe(value: Any) -> str:

@@ -42,6 +42,18 @@ class TextTokenizer:
             name: np.asarray(columns[name], dtype=np.int64) for name in self.spec.model_input_names if name in columns
         }
 
+    def encode_pairs(self, pairs: list[tuple[str, str | None]]) -> dict[str, np.ndarray]:
+        """(text, text_pair or None) rows -> one padded batch; pairs are cut longest-first, as transformers does."""
+        encodings = self._tok.encode_batch([a if b is None else (a, b) for a, b in pairs])
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        return {
+            name: np.asarray(columns[name], dtype=np.int64) for name in self.spec.model_input_names if name in columns
+        }
+
     def encode_checked(self, texts: list[str], *, direction: str = "right") -> Encoded:
         """Like encode, cutting over-long texts on `direction` ("right" drops the end, "left" the start), and saying
         which texts were cut."""

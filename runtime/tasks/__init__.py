@@ -72,7 +72,12 @@ def make_task(model: LoadedModel, settings: Settings) -> Task:
 
 
 def text_only(task: str, inputs: list[Any]) -> None:
-    """Encoder tasks take text; chat messages are for text-generation models."""
+    """Encoder tasks take text; chat messages are for text-generation models, pairs for text-classification."""
+    if any(isinstance(x, dict) for x in inputs):
+        raise InvalidInputError(
+            "text pairs and rerank requests are for text-classification (cross-encoder) models; this model does "
+            f'{task}: send {{"inputs": "text"}} or {{"inputs": ["text", ...]}}'
+        )
     if not all(isinstance(x, str) for x in inputs):
         raise InvalidInputError(
             f"chat-style inputs are for text-generation models; this model does {task}: "

@@ -103,6 +103,10 @@ class GenerationTask:
 
     def check_inputs(self, inputs: list[Any]) -> None:
         """Text prompts and chats both go (a chat is rendered with the model's template in preprocess)."""
+        if any(isinstance(x, dict) for x in inputs):
+            raise InvalidInputError(
+                'text pairs and rerank requests are for text-classification models; send {"inputs": "prompt"} or a chat'
+            )
 
     def check_parameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
         out = p.check(
