@@ -297,21 +297,9 @@ def _decode_cleans_up(tokenizer: Any) -> bool:
     text = tokenizer.decode(ids, skip_special_tokens=True)
     if text == raw:
         return False
-    cleaned = raw
-    for before, after in (
-        (" .", "."),
-        (" ?", "?"),
-        (" !", "!"),
-        (" ,", ","),
-        (" ' ", "'"),
-        (" n't", "n't"),
-        (" 'm", "'m"),
-        (" 's", "'s"),
-        (" 've", "'ve"),
-        (" 're", "'re"),
-    ):
-        cleaned = cleaned.replace(before, after)
-    if text == cleaned:
+    from runtime.tasks.generation import clean_up_tokenization  # the clean-up the runtime will apply
+
+    if text == clean_up_tokenization(raw):
         return True
     raise SourceError(
         f"{type(tokenizer).__name__}.decode gives {text!r} where the bundled tokenizer gives {raw!r}: this tokenizer "

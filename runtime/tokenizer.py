@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,41 +34,30 @@ class TextTokenizer:
     def encode(self, texts: list[str], *, add_special_tokens: bool = True) -> dict[str, np.ndarray]:
         """Returns the model inputs the model expects, each (B, T) int64."""
         encodings = self._tok.encode_batch(texts, add_special_tokens=add_special_tokens)
-        columns = {
-            "input_ids": [e.ids for e in encodings],
-            "attention_mask": [e.attention_mask for e in encodings],
-            "token_type_ids": [e.type_ids for e in encodings],
-        }
-        return {
-            name: np.asarray(columns[name], dtype=np.int64) for name in self.spec.model_input_names if name in columns
-        }
+        return self._arrays(encodings)
 
     def encode_pairs(self, pairs: list[tuple[str, str | None]]) -> dict[str, np.ndarray]:
         """(text, text_pair or None) rows -> one padded batch; pairs are cut longest-first, as transformers does."""
         encodings = self._tok.encode_batch([a if b is None else (a, b) for a, b in pairs])
-        columns = {
-            "input_ids": [e.ids for e in encodings],
-            "attention_mask": [e.attention_mask for e in encodings],
-            "token_type_ids": [e.type_ids for e in encodings],
-        }
-        return {
-            name: np.asarray(columns[name], dtype=np.int64) for name in self.spec.model_input_names if name in columns
-        }
+        return self._arrays(encodings)
 
     def encode_checked(self, texts: list[str], *, direction: str = "right") -> Encoded:
         """Like encode, cutting over-long texts on `direction` ("right" drops the end, "left" the start), and saying
         which texts were cut."""
         with self._truncating(direction):
             encodings = self._tok.encode_batch(texts)
+        return Encoded(self._arrays(encodings), [i for i, e in enumerate(encodings) if e.overflowing])
+
+    def _arrays(self, encodings: list[Any]) -> dict[str, np.ndarray]:
+        """The model inputs the model takes (spec.model_input_names), each (B, T) int64."""
         columns = {
             "input_ids": [e.ids for e in encodings],
             "attention_mask": [e.attention_mask for e in encodings],
             "token_type_ids": [e.type_ids for e in encodings],
         }
-        arrays = {
+        return {
             name: np.asarray(columns[name], dtype=np.int64) for name in self.spec.model_input_names if name in columns
         }
-        return Encoded(arrays, [i for i, e in enumerate(encodings) if e.overflowing])
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` with special tokens and without truncation."""

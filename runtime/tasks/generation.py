@@ -255,7 +255,7 @@ class GenerationTask:
     def _decode(self, ids: list[int]) -> str:
         """Like transformers' tokenizer.decode(ids, skip_special_tokens=True) with the source tokenizer's clean-up."""
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return _clean_up_tokenization(text) if self.cleanup_spaces else text
+        return clean_up_tokenization(text) if self.cleanup_spaces else text
 
 
 def _ids(value: Any) -> list[int]:
@@ -264,7 +264,7 @@ def _ids(value: Any) -> list[int]:
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
 
 
-def _clean_up_tokenization(text: str) -> str:
+def clean_up_tokenization(text: str) -> str:
     """transformers' PreTrainedTokenizerBase.clean_up_tokenization (spaces before punctuation and contractions)."""
     for before, after in (
         (" .", "."),
