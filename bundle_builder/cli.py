@@ -10,7 +10,7 @@ import json
 import sys
 
 from bundle_builder.build import STORAGE_DTYPES
-from bundle_builder.sources import TASK_AUTO_CLASS
+from bundle_builder.sources import TASK_ALIASES, TASK_AUTO_CLASS
 from runtime.engines import ENGINES
 
 
@@ -27,7 +27,11 @@ def _parser() -> argparse.ArgumentParser:
         help="default engine of the bundle; onnxruntime also stores an optimised ONNX graph",
     )
     build.add_argument("-o", "--out", required=True, help="bundle file to write")
-    build.add_argument("--task", choices=sorted(TASK_AUTO_CLASS), help="default: inferred from config.json")
+    build.add_argument(
+        "--task",
+        choices=sorted([*TASK_AUTO_CLASS, *TASK_ALIASES]),
+        help="default: inferred from config.json; text-ranking is text-classification for a one-score cross-encoder",
+    )
     build.add_argument("--multi-label", action="store_true", help="text-classification with sigmoid scores per label")
     build.add_argument(
         "--dtype", choices=STORAGE_DTYPES, default="float32", help="weight storage dtype (CPU computes in fp32)"

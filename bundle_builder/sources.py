@@ -20,6 +20,11 @@ TASK_AUTO_CLASS = {
     "text-classification": "AutoModelForSequenceClassification",
     "text-generation": "AutoModelForCausalLM",  # AutoModelForSeq2SeqLM when the config is encoder-decoder
 }
+# Hub pipeline tags that name a served task another way
+TASK_ALIASES = {
+    "text-ranking": "text-classification",  # a reranker (cross-encoder): one score per (query, text) pair
+    "sentence-similarity": "feature-extraction",
+}
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -48,6 +53,13 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise SourceError(f"{path} cannot be read as JSON ({e}); the model folder is incomplete or corrupt") from None
+
+
+def _num_labels(config: dict[str, Any]) -> int:
+    """Outputs of a sequence-classification head, as transformers' PretrainedConfig counts them (2 by default)."""
+    if isinstance(config.get("id2label"), dict):
+        return len(config["id2label"])
+    return int(config.get("num_labels", 2))
 
 
 def _infer_task(config: dict[str, Any], sentence_transformers: bool) -> str:
@@ -103,7 +115,12 @@ def read_source(path: str | os.PathLike[str], *, task: str | None = None) -> Sou
     if st and st_config.is_file() and _read_json(st_config).get("model_type") == "CrossEncoder":
         st = False  # a sentence-transformers CrossEncoder is a sequence-classification model used on pairs
         task = task or "text-classification"
-    task = task or _infer_task(config, st)
+    if task == "text-ranking" and _num_labels(config) != 1:
+        raise SourceError(
+            f"{path}: text-ranking needs a model with one output score per pair; this one has "
+            f"{_num_labels(config)} labels. Build it as text-classification to serve its labels"
+        )
+    task = TASK_ALIASES.get(task or "", task) or _infer_task(config, st)
     if task not in TASK_AUTO_CLASS:
         raise SourceError(f"task {task!r} is not served; choose one of {sorted(TASK_AUTO_CLASS)}")
     is_ed = bool(config.get("is_encoder_decoder", False))

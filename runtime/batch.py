@@ -94,7 +94,7 @@ def _predict_group(members: list[tuple[int, str, Request]], predictor: Predictor
         cut = tuple(i - start for i in prediction.truncated_inputs if start <= i < start + len(req.inputs))
         start += len(req.inputs)
         # this record's view of the shared pass: same timings (the same request_ms object), its own truncations
-        own = replace(prediction, truncated_inputs=cut)
+        own = replace(prediction, truncated_inputs=cut, input_tokens=None)  # tokens are counted per pass
         out[at] = Answered(message_id, mine[0] if req.single else mine, own, len(members))
     return out
 

@@ -8,6 +8,7 @@ ServingError                      base: everything the function raises on purpos
 │   └── BundleCorruptError        truncated, bad header, or content hash mismatch
 └── RequestError                  one request was wrong: answered, the process keeps serving
     ├── InvalidInputError         400: bad JSON, missing/ill-typed "inputs"
+    ├── RouteNotFoundError        404: an HTTP path this function has no route for
     ├── MethodNotAllowedError     405: an HTTP method other than POST
     ├── PayloadTooLargeError      413: over a size limit (body bytes, characters, items)
     ├── InvalidParametersError    422: valid JSON, but a parameter is unknown or out of range
@@ -63,6 +64,10 @@ class RequestError(ServingError):
 
 class InvalidInputError(RequestError):
     status = 400
+
+
+class RouteNotFoundError(RequestError):
+    status = 404
 
 
 class MethodNotAllowedError(RequestError):

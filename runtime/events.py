@@ -54,6 +54,25 @@ class HttpEvent:
         return str(self._event["requestContext"]["http"].get("method", "")).upper()
 
     @property
+    def path(self) -> str:
+        """The request path without the stage and trailing slashes: "/", "/embed", "/v1/embeddings".
+
+        REST (v1) events give it without the stage. HTTP API (v2) events carry a named stage in rawPath
+        ("/prod/embed"); the $default stage and Function URLs have none.
+        """
+        if self.kind is EventKind.API_GATEWAY_REST:
+            raw = self._event.get("path")
+        else:
+            raw = self._event.get("rawPath") or self._event["requestContext"]["http"].get("path")
+            stage = self._event["requestContext"].get("stage")
+            if isinstance(raw, str) and isinstance(stage, str) and stage and stage != "$default":
+                prefix = f"/{stage}"
+                if raw == prefix or raw.startswith(prefix + "/"):
+                    raw = raw[len(prefix) :]
+        path = raw if isinstance(raw, str) else ""
+        return "/" + path.strip("/")
+
+    @property
     def body(self) -> bytes:
         """The body bytes, base64-decoded when the event says so."""
         body = self._event.get("body")

@@ -1,7 +1,8 @@
 """The Lambda function: built once per container from Settings and the bundle, then answers every event.
 
-    event -> classify -> adapter (runtime/events.py) -> Request (runtime/request.py)
-          -> Predictor.predict: task + engine -> Prediction -> response for the event kind (runtime/responses.py)
+    event -> classify -> adapter (runtime/events.py) -> Request (runtime/request.py; an HTTP path's route,
+          runtime/routes/) -> Predictor.predict: task + engine -> Prediction -> response for the event kind
+          (runtime/responses.py; in the route's shape for HTTP)
 
 `Function.load` is the setup step: a failure there is fatal (Lambda reports an init error). `Function.handle` is the
 per-event step: a bad request is an answer, and the function keeps serving.
@@ -21,8 +22,9 @@ from runtime.events import EventKind, HttpEvent, SqsRecord, classify
 from runtime.golden import GoldenCheck
 from runtime.logs import InvocationLog, get_logger, log_invocation
 from runtime.predictor import Predictor
-from runtime.request import parse_body, parse_payload
-from runtime.responses import HttpResponse, ServedBy, envelope, http_error, http_response
+from runtime.request import decode_json, parse_payload
+from runtime.responses import ServedBy, envelope, http_error, http_response, timing_headers
+from runtime.routes import Reply, Router
 from runtime.settings import Settings, set_library_environment
 from runtime.sinks import LogSink, QueueSink, ResultSink
 from runtime.timing import StageTimer
@@ -66,6 +68,7 @@ class Function:
             dtype=predictor.model.dtype,
             threads=settings.threads,
         )
+        self.router = Router(predictor.model.manifest.task)
         self._cold = True
         self._sink: ResultSink | None = None  # made on the first SQS event: boto3 is not imported at init
 
@@ -166,22 +169,26 @@ class Function:
 
     def _http(self, event: dict[str, Any], kind: EventKind, request_id: str, cold: bool) -> _Answer:
         timer = self.predictor.new_timer()
+        route = self.router.default
         try:
             with timer.stage("parse"):
                 http = HttpEvent(event, kind)
+                route = self.router.find(http.path)
                 if http.method != "POST":
                     raise MethodNotAllowedError(
-                        f"method {http.method or '(none)'} is not allowed; send POST with a JSON body"
+                        f"method {http.method or '(none)'} is not allowed on {http.path}; send POST with a JSON body"
                     )
-                request = parse_body(http.body, self.settings.limits)
+                request = route.parse(decode_json(http.body, self.settings.limits, route.example), self.settings.limits)
             prediction = self.predictor.predict(request.inputs, request.parameters, timer=timer)
+            reply = Reply(request, prediction, self.served, request_id, cold)
+            body = route.body(reply)
         except Exception as e:
             error = as_request_error(e, request_id, self.logger)
-            return self._failed(http_error(error, request_id), str(error.status), error, timer)
-        outputs = prediction.outputs[0] if request.single else prediction.outputs
-        body = envelope(self.served, prediction, outputs, request_id=request_id, cold=cold)
-        response: HttpResponse = http_response(200, body, request_id)
-        return _Answer(response, "200", body["timing"], prediction.request_ms, prediction.inference_ms)
+            response = http_error(error, request_id, route.error_body(error, request_id))
+            return self._failed(response, str(error.status), error, timer)
+        when = reply.timing()
+        response = http_response(200, body, request_id, timing_headers(when))
+        return _Answer(response, "200", when, prediction.request_ms, prediction.inference_ms)
 
     def _sqs(self, event: dict[str, Any], request_id: str, cold: bool) -> _Answer:
         records = [SqsRecord(r) for r in event.get("Records", [])]

@@ -14,6 +14,7 @@ class Prediction:
     generated_tokens: int | None = None  # generation: new tokens over all inputs; None for other tasks
     tokens_per_s: float | None = None  # generation: generated_tokens / inference seconds
     truncated_inputs: tuple[int, ...] = ()  # indices of the inputs cut at the model's max length
+    input_tokens: int | None = None  # encoder tasks: tokens the model read, over all inputs (OpenAI's usage)
 
     @property
     def inference_ms(self) -> float:

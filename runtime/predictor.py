@@ -61,6 +61,7 @@ class Predictor:
         generated: int | None = None
         first_token_ms: float | None = None
         truncated: list[int] = []
+        input_tokens: int | None = None
         for start in range(0, len(inputs), self.max_batch):
             with timer.stage("preprocess"):
                 batch = self.task.preprocess(inputs[start : start + self.max_batch], params)
@@ -75,11 +76,15 @@ class Predictor:
                 first_token_ms = round((chunk.first_token_ns - t) / 1e6, 3)
             if chunk.generated_tokens is not None:
                 generated = (generated or 0) + chunk.generated_tokens
+            if chunk.input_tokens is not None:
+                input_tokens = (input_tokens or 0) + chunk.input_tokens
         tokens_per_s = None
         if generated is not None:
             seconds = timer.stages_ns.get("inference", 0) / 1e9
             tokens_per_s = round(generated / seconds, 2) if seconds else None
-        return Prediction(outputs, timer.as_ms(), first_token_ms, generated, tokens_per_s, tuple(truncated))
+        return Prediction(
+            outputs, timer.as_ms(), first_token_ms, generated, tokens_per_s, tuple(truncated), input_tokens
+        )
 
     def new_timer(self) -> StageTimer:
         return StageTimer(cuda=self.model.device.startswith("cuda"))

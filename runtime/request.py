@@ -9,7 +9,7 @@ Text classification also takes pairs, {"text": ..., "text_pair": ...}, and a rer
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.errors import InvalidInputError, InvalidParametersError, PayloadTooLargeError
@@ -29,17 +29,26 @@ class Request:
     inputs: list[Any]  # str; a chat (list of {"role", "content"}); or a mapping of texts (pairs, rerank)
     single: bool  # the caller sent one input, not a list: answer with one output
     parameters: dict[str, Any]
+    response_options: dict[str, Any] = field(default_factory=dict)  # how an HTTP route shapes its answer
+
+
+EXAMPLE = '{"inputs": "text"}'
 
 
 def parse_body(body: bytes | str, limits: Limits) -> Request:
     """JSON bytes of an HTTP or SQS body -> Request. Raises InvalidInputError / PayloadTooLargeError."""
+    return parse_payload(decode_json(body, limits), limits)
+
+
+def decode_json(body: bytes | str, limits: Limits, example: str = EXAMPLE) -> Any:
+    """JSON bytes (strict UTF-8, within MAX_BODY_BYTES) -> the decoded value; errors show `example` as the fix."""
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
     if len(raw) > limits.max_body_bytes:
         raise PayloadTooLargeError(
             f"the body has {len(raw)} bytes; the limit is {limits.max_body_bytes} (MAX_BODY_BYTES)"
         )
     if not raw.strip():
-        raise InvalidInputError('the body is empty; send JSON like {"inputs": "text"}')
+        raise InvalidInputError(f"the body is empty; send JSON like {example}")
     # strict UTF-8: json.loads(bytes) would also take UTF-16/32 and UTF-8-encoded lone surrogates ("surrogatepass")
     data = raw.removeprefix(b"\xef\xbb\xbf")  # a leading byte order mark is tolerated
     try:
@@ -50,11 +59,10 @@ def parse_body(body: bytes | str, limits: Limits) -> Request:
             f"the body is not valid UTF-8 (byte {data[e.start]:#04x} at offset {at}); send JSON encoded as UTF-8"
         ) from None
     try:
-        payload = json.loads(text)
+        return json.loads(text)
     except (ValueError, RecursionError) as e:
         reason = str(e) if isinstance(e, ValueError) else "nested too deeply"
-        raise InvalidInputError(f'the body is not valid JSON ({reason}); send JSON like {{"inputs": "text"}}') from None
-    return parse_payload(payload, limits)
+        raise InvalidInputError(f"the body is not valid JSON ({reason}); send JSON like {example}") from None
 
 
 def _is_chat(value: Any) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from runtime.manifest import TokenizerManifest
+
+Text = str | tuple[str, str]  # a text, or a (text, text_pair) pair
 
 
 @dataclass(frozen=True)
@@ -36,14 +38,9 @@ class TextTokenizer:
         encodings = self._tok.encode_batch(texts, add_special_tokens=add_special_tokens)
         return self._arrays(encodings)
 
-    def encode_pairs(self, pairs: list[tuple[str, str | None]]) -> dict[str, np.ndarray]:
-        """(text, text_pair or None) rows -> one padded batch; pairs are cut longest-first, as transformers does."""
-        encodings = self._tok.encode_batch([a if b is None else (a, b) for a, b in pairs])
-        return self._arrays(encodings)
-
-    def encode_checked(self, texts: list[str], *, direction: str = "right") -> Encoded:
+    def encode_checked(self, texts: Sequence[Text], *, direction: str = "right") -> Encoded:
         """Like encode, cutting over-long texts on `direction` ("right" drops the end, "left" the start), and saying
-        which texts were cut."""
+        which texts were cut. A (text, text_pair) row is one pair, cut longest-first as transformers does."""
         with self._truncating(direction):
             encodings = self._tok.encode_batch(texts)
         return Encoded(self._arrays(encodings), [i for i, e in enumerate(encodings) if e.overflowing])
@@ -59,10 +56,10 @@ class TextTokenizer:
             name: np.asarray(columns[name], dtype=np.int64) for name in self.spec.model_input_names if name in columns
         }
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text` with special tokens and without truncation."""
+    def count_tokens(self, text: Text) -> int:
+        """Tokens of `text` (or a pair) with special tokens and without truncation."""
         with self._untruncated():
-            return len(self._tok.encode(text).ids)
+            return len((self._tok.encode(*text) if isinstance(text, tuple) else self._tok.encode(text)).ids)
 
     def prompt_tokens(self, prompt: str) -> int:
         """A prompt's token count as sentence-transformers measures it: encoded alone, without a trailing special

@@ -72,6 +72,38 @@ def tiny_bundle(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPa
     return make
 
 
+@pytest.fixture(scope="session")
+def cross_encoder(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """(CrossEncoder loaded from the folder, its bundle): a tiny random BERT with one output, saved by the pinned
+    sentence-transformers' CrossEncoder."""
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    import torch
+
+    from bundle_builder.build import build_bundle
+
+    base = tmp_path_factory.mktemp("one-label") / "model"  # the tiny classifier with one output instead of three
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(tiny_model("bert")),
+        num_labels=1,
+        id2label={0: "LABEL_0"},
+        label2id={"LABEL_0": 0},
+        ignore_mismatched_sizes=True,
+    )
+    with torch.no_grad():  # a tiny random head scores every pair about 0.4974: spread the scores apart
+        for name, param in model.named_parameters():
+            if "attention" in name and param.ndim == 2:
+                param.mul_(6.0)
+        model.classifier.weight.mul_(300.0)
+    model.save_pretrained(str(base))
+    AutoTokenizer.from_pretrained(str(tiny_model("bert"))).save_pretrained(str(base))
+    folder = tmp_path_factory.mktemp("cross-encoder") / "model"
+    CrossEncoder(str(base), device="cpu").save(str(folder))
+    out = tmp_path_factory.mktemp("ce-bundle") / "ce.bundle"
+    build_bundle(folder, out)  # a CrossEncoder folder builds as text-classification
+    return CrossEncoder(str(folder), device="cpu", local_files_only=True), out
+
+
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
     """A moto SQS server on 127.0.0.1, one per test module (stopped by PID at the end)."""

@@ -1,7 +1,7 @@
 """Cross-encoders: text pairs and rerank requests answer as sentence-transformers' CrossEncoder scores them.
 
 The model is a tiny random BERT with one output, wrapped and saved by the pinned sentence-transformers'
-CrossEncoder; the peer is CrossEncoder itself, loaded from that folder in the test.
+CrossEncoder (the `cross_encoder` fixture in conftest.py); the peer is CrossEncoder itself, loaded from that folder.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from bundle_builder.build import build_bundle
 from runtime.errors import RequestError
 from support import FakeContext, new_function
 
@@ -22,36 +21,6 @@ DOCS = [
     "ok",
     "Lambda loads the model once and answers many requests.",
 ]
-
-
-@pytest.fixture(scope="module")
-def cross_encoder(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    from sentence_transformers import CrossEncoder
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    base = tmp_path_factory.mktemp("one-label") / "model"  # the tiny classifier with one output instead of three
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(tiny_model("bert")),
-        num_labels=1,
-        id2label={0: "LABEL_0"},
-        label2id={"LABEL_0": 0},
-        ignore_mismatched_sizes=True,
-    )
-    import torch
-
-    with torch.no_grad():  # a tiny random head scores every pair about 0.4974: spread the scores apart
-        for name, param in model.named_parameters():
-            if "attention" in name and param.ndim == 2:
-                param.mul_(6.0)
-        model.classifier.weight.mul_(300.0)
-    model.save_pretrained(str(base))
-    AutoTokenizer.from_pretrained(str(tiny_model("bert"))).save_pretrained(str(base))
-    folder = tmp_path_factory.mktemp("cross-encoder") / "model"
-    CrossEncoder(str(base), device="cpu").save(str(folder))
-    out = tmp_path_factory.mktemp("ce-bundle") / "ce.bundle"
-    build_bundle(folder, out)  # a CrossEncoder folder builds as text-classification
-    return CrossEncoder(str(folder), device="cpu", local_files_only=True), out
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +100,48 @@ def test_pairs_to_an_embedding_model_are_refused(minilm_bundle) -> None:
     with pytest.raises(RequestError) as info:
         ask(fn, {"text": "a", "text_pair": "b"})
     assert str(info.value).startswith("text pairs and rerank requests are for text-classification")
+
+
+LONG_DOC = " ".join(f"word{i} battery" for i in range(80))  # far over the tiny model's 64 tokens
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_long_pair_is_cut_as_cross_encoder_cuts_it(cross_encoder, fn, side: str) -> None:
+    model, _ = cross_encoder
+    model.tokenizer.truncation_side = side
+    try:
+        want = float(model.predict([(QUERY, LONG_DOC)])[0])
+    finally:
+        model.tokenizer.truncation_side = "right"
+    answer = fn.handle(
+        {"inputs": {"text": QUERY, "text_pair": LONG_DOC}, "parameters": {"truncation_direction": side}}, FakeContext()
+    )
+    assert answer["outputs"][0]["score"] == pytest.approx(want, abs=1e-4)
+    assert answer["timing"]["truncated_inputs"] == [0]
+
+
+def test_truncate_false_refuses_a_long_rerank_text_naming_its_tokens(fn) -> None:
+    with pytest.raises(RequestError) as info:
+        ask(fn, {"query": QUERY, "texts": ["short", LONG_DOC]}, {"truncate": False})
+    assert info.value.status == 413
+    assert str(info.value).startswith('"inputs"[0] (text 1) has ')
+    assert "tokens; the limit is 64 (the model's max length)" in str(info.value)
+
+
+def test_text_ranking_builds_a_one_score_model_as_text_classification(cross_encoder, tmp_path) -> None:
+    from bundle_builder.build import build_bundle
+
+    folder = Path(cross_encoder[0].model.name_or_path)
+    build_bundle(folder, tmp_path / "ranked.bundle", task="text-ranking")
+    fn = new_function(tmp_path / "ranked.bundle", NUM_THREADS="1")
+    assert fn.served.model["task"] == "text-classification"
+    want = cross_encoder[0].rank(QUERY, DOCS)
+    assert [r["index"] for r in ask(fn, {"query": QUERY, "texts": DOCS})] == [int(r["corpus_id"]) for r in want]
+
+
+def test_text_ranking_refuses_a_model_with_several_labels(tiny_model, tmp_path) -> None:
+    from bundle_builder.build import build_bundle
+    from bundle_builder.errors import SourceError
+
+    with pytest.raises(SourceError, match="text-ranking needs a model with one output score per pair; this one has 3"):
+        build_bundle(tiny_model("bert"), tmp_path / "x.bundle", task="text-ranking")

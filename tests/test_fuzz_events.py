@@ -35,7 +35,7 @@ MAX_BODY, MAX_ITEMS, MAX_CHARS = DEFAULTS.max_body_bytes, DEFAULTS.max_batch_ite
 CALL_BOUND_S = 5.0  # a tiny-model call takes milliseconds; this only catches hangs
 DEEP = 10_000  # nesting levels of the deep JSON bodies
 CLIENT_ERRORS = {
-    400: "InvalidInputError", 405: "MethodNotAllowedError", 413: "PayloadTooLargeError", 422: "InvalidParametersError",
+    400: "InvalidInputError", 404: "RouteNotFoundError", 405: "MethodNotAllowedError", 413: "PayloadTooLargeError", 422: "InvalidParametersError",
 }
 HTTP_TEMPLATES = ("http_api_v2.json", "function_url.json", "apigw_rest_v1.json")
 SQS_RECORD = load_event("sqs_batch.json")["Records"][0]
@@ -113,10 +113,18 @@ def assert_client_error(error: RequestError | None, want: int | set[int] | None 
         assert error.status in ({want} if isinstance(want, int) else want), f"{type(error).__name__}: {error}"
 
 
+TIMING_HEADERS = {"x-total-time", "x-tokenization-time", "x-inference-time", "x-compute-time", "X-Cold-Start", "X-Timing"}
+
+
 def assert_http(response: dict[str, Any], rid: str, want: int | set[int] | None = None) -> None:
     assert set(response) == {"statusCode", "headers", "body", "isBase64Encoded"}
-    assert response["headers"] == {"Content-Type": "application/json", "X-Request-Id": rid}
     status, body = response["statusCode"], json.loads(response["body"])
+    headers = {"Content-Type": "application/json", "X-Request-Id": rid}
+    if status == 200:  # the timing, also in headers (routes whose body has no place for it)
+        assert set(response["headers"]) == set(headers) | TIMING_HEADERS
+        assert json.loads(response["headers"]["X-Timing"]) == body["timing"]
+    else:
+        assert response["headers"] == headers | ({"Allow": "POST"} if status == 405 else {})
     assert "Traceback" not in response["body"]
     if want is not None:
         assert status in ({want} if isinstance(want, int) else want), response["body"][:500]

@@ -150,7 +150,7 @@ def test_bad_direct_invokes_raise_typed_errors(monkeypatch, tiny_bundle, event, 
         ({"top_k": 0}, "parameter 'top_k' must be an integer between 1 and 3, got 0"),
         ({"top_k": "2"}, "parameter 'top_k' must be an integer between 1 and 3, got '2'"),
         ({"function_to_apply": "relu"}, "parameter 'function_to_apply' must be one of ['softmax', 'sigmoid', 'none'], got 'relu'"),
-        ({"temperature": 1.0}, "unknown parameter 'temperature' for text-classification; accepted parameters: function_to_apply, raw_scores, return_text, top_k, top_n"),
+        ({"temperature": 1.0}, "unknown parameter 'temperature' for text-classification; accepted parameters: function_to_apply, raw_scores, return_text, top_k, top_n, truncate, truncation_direction"),
     ],
     ids=["top-k-zero", "top-k-string", "bad-function", "unknown"],
 )

@@ -41,6 +41,7 @@ class Chunk:
     generated_tokens: int | None = None
     first_token_ns: int | None = None  # perf_counter_ns when the first new token existed
     truncated: list[int] = field(default_factory=list)  # indices (in this chunk) of inputs cut at max_length
+    input_tokens: int | None = None  # tokens the model read in this chunk (attention mask ones)
 
 
 class Task(Protocol):

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import InvalidInputError
+from runtime.errors import InvalidInputError, PayloadTooLargeError
 from runtime.golden import GoldenCheck, max_label_score_diff
 from runtime.loader import LoadedModel
 from runtime.settings import Settings
 from runtime.tasks import Chunk, text_only
 from runtime.tasks import params as p
+from runtime.tokenizer import Text
 
 PAIR_KEYS = {"text", "text_pair"}
 RERANK_KEYS = {"query", "texts"}
@@ -29,6 +30,7 @@ class ClassificationBatch:
     arrays: dict[str, np.ndarray]  # (rows, T) int64: one row per text or pair
     spans: list[tuple[int, int]]  # each input's rows
     reranks: list[list[str] | None]  # each input's documents when it is a rerank request
+    truncated: list[int]  # inputs with a text or pair cut at max_length
 
 
 class ClassificationTask:
@@ -39,6 +41,7 @@ class ClassificationTask:
         self.engine = model.engine
         self.tokenizer = model.tokenizer
         self.labels: list[str] = list(m.labels)
+        self.max_length = m.tokenizer.max_length
         multi = m.problem_type == "multi_label_classification" or len(self.labels) == 1
         self.default_function = "sigmoid" if multi else "softmax"
 
@@ -73,6 +76,8 @@ class ClassificationTask:
             {
                 "top_k": p.integer(1, len(self.labels)),
                 "function_to_apply": p.one_of("softmax", "sigmoid", "none"),
+                "truncate": p.boolean,
+                "truncation_direction": p.direction,
                 "top_n": p.integer(1),  # rerank
                 "raw_scores": p.boolean,  # rerank
                 "return_text": p.boolean,  # rerank
@@ -80,13 +85,13 @@ class ClassificationTask:
         )
 
     def preprocess(self, inputs: list[Any], params: dict[str, Any]) -> ClassificationBatch:
-        rows: list[tuple[str, str | None]] = []
+        rows: list[Text] = []
         spans: list[tuple[int, int]] = []
         reranks: list[list[str] | None] = []
         for x in inputs:
             start = len(rows)
             if isinstance(x, str):
-                rows.append((x, None))
+                rows.append(x)
                 reranks.append(None)
             elif "text_pair" in x:
                 rows.append((x["text"], x["text_pair"]))
@@ -95,7 +100,17 @@ class ClassificationTask:
                 rows.extend((x["query"], doc) for doc in x["texts"])
                 reranks.append(list(x["texts"]))
             spans.append((start, len(rows)))
-        return ClassificationBatch(self.tokenizer.encode_pairs(rows), spans, reranks)
+        encoded = self.tokenizer.encode_checked(rows, direction=params.get("truncation_direction", "right"))
+        if encoded.truncated and not params.get("truncate", True):
+            row = encoded.truncated[0]
+            at = next(i for i, (start, end) in enumerate(spans) if start <= row < end)
+            what = f'"inputs"[{at}]' + (f" (text {row - spans[at][0]})" if reranks[at] is not None else "")
+            raise PayloadTooLargeError(
+                f"{what} has {self.tokenizer.count_tokens(rows[row])} tokens; the limit is {self.max_length} "
+                '(the model\'s max length); shorten it, or send "truncate": true to cut it'
+            )
+        truncated = sorted({i for i, (start, end) in enumerate(spans) for r in encoded.truncated if start <= r < end})
+        return ClassificationBatch(encoded.arrays, spans, reranks, truncated)
 
     def forward(self, batch: ClassificationBatch, params: dict[str, Any]) -> np.ndarray:
         return self.engine.run(batch.arrays)  # (rows, num_labels) logits
@@ -105,7 +120,7 @@ class ClassificationTask:
         for (start, end), docs in zip(batch.spans, batch.reranks):
             rows = logits[start:end]
             out.append(self._labels(rows[0], params) if docs is None else self._rerank(rows[:, 0], docs, params))
-        return Chunk(out)
+        return Chunk(out, truncated=batch.truncated, input_tokens=int(batch.arrays["attention_mask"].sum()))
 
     def _labels(self, row: np.ndarray, params: dict[str, Any]) -> list[dict[str, Any]]:
         fn = params.get("function_to_apply", self.default_function)

@@ -66,7 +66,7 @@ class EmbeddingTask:
             {
                 "normalize": p.boolean,
                 "truncate": p.boolean,
-                "truncation_direction": _direction,
+                "truncation_direction": p.direction,
                 "prompt_name": p.text,
                 "prompt": p.text,
                 "dimensions": p.integer(1, self.dimensions),
@@ -117,17 +117,10 @@ class EmbeddingTask:
             emb = emb[:, : params["dimensions"]]
         if params.get("normalize", self.normalize):  # as torch.nn.functional.normalize(p=2, eps=1e-12)
             emb = emb / np.clip(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12, None)
-        return Chunk(emb.tolist(), truncated=batch.truncated)
+        return Chunk(emb.tolist(), truncated=batch.truncated, input_tokens=int(mask.sum()))
 
     def compare(self, expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
         return min_cosine(expected, actual, precision)
-
-
-def _direction(name: str, value: Any) -> str:
-    """TEI spells them "Right" / "Left"; either case is taken."""
-    if not isinstance(value, str) or value.lower() not in ("right", "left"):
-        raise InvalidParametersError(f"parameter {name!r} must be 'right' or 'left', got {p._short(value)}")
-    return value.lower()
 
 
 def _pool(mode: str, hidden: np.ndarray, mask: np.ndarray, prompt_tokens: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Any
 
 from runtime.errors import InvalidParametersError
 
-__all__ = ["InvalidParametersError", "boolean", "check", "integer", "number", "one_of", "text"]
+__all__ = ["InvalidParametersError", "boolean", "check", "direction", "integer", "number", "one_of", "text"]
 
 Rule = Callable[[str, Any], Any]
 _repr = reprlib.Repr()  # echo a value in an error, not megabytes of it
@@ -59,6 +59,13 @@ def boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise InvalidParametersError(f"parameter {name!r} must be true or false, got {_short(value)}")
     return value
+
+
+def direction(name: str, value: Any) -> str:
+    """A truncation direction: TEI spells them "Right" / "Left"; either case is taken."""
+    if not isinstance(value, str) or value.lower() not in ("right", "left"):
+        raise InvalidParametersError(f"parameter {name!r} must be 'right' or 'left', got {_short(value)}")
+    return value.lower()
 
 
 def one_of(*choices: str) -> Rule:
