@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import signal
 import sys
 import threading
 import time
@@ -217,6 +218,10 @@ class LocalServer:
         return Handler
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True, help="the model bundle (MODEL_BUNDLE)")
@@ -224,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=60, help="the function timeout in seconds (default 60)")
     args = parser.parse_args(argv)
     env = {"MODEL_BUNDLE": str(args.bundle.resolve())}
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it as Ctrl-C does: the RIE is stopped too
     try:
         with RieFunction(HANDLER, env=env, timeout_s=args.timeout) as fn:
             server = LocalServer(fn, port=args.port, log=True)
