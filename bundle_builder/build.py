@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bundle_builder.engine_choice import Contents, choose, onnx_contents, torch_contents
 from bundle_builder.errors import SourceError
 from bundle_builder.reference import golden_examples
 from bundle_builder.sources import Source, read_source
 from bundle_builder.verify import VerifyReport, verify_bundle
 from runtime.bundle import FORMAT, FORMAT_VERSION, write_bundle
-from runtime.engines import ENGINES, ONNX_FILE
+from runtime.engines import ENGINES
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -30,6 +31,7 @@ class BuildResult:
     weights_bytes: int
     tokenizer_bytes: int
     verify: VerifyReport
+    engine_choice: dict[str, Any] | None = None  # --engine auto: what was measured and chosen
 
 
 def force_offline() -> None:
@@ -146,7 +148,7 @@ def build_bundle(
     out: str | os.PathLike[str],
     *,
     gguf: str | os.PathLike[str] | None = None,
-    engine: str = "torch",
+    engine: str = "auto",
     task: str | None = None,
     multi_label: bool = False,
     dtype: str = "float32",
@@ -160,7 +162,8 @@ def build_bundle(
         src: folder written by save_pretrained or sentence-transformers (None with `gguf`).
         out: the bundle file to write.
         gguf: a GGUF file instead of a folder: dequantised to fp32 and converted to a plain folder first.
-        engine: "torch" (default) or "onnxruntime": also export an optimised ONNX graph, the bundle's default engine.
+        engine: "auto" (default: the faster engine on the golden inputs, see bundle_builder.engine_choice), "torch" or
+            "onnxruntime". The bundle holds the weights of that engine only.
         task: feature-extraction | text-classification | text-generation; inferred from the config when None.
         multi_label: text-classification with independent sigmoid scores per label.
         dtype: storage dtype of floating weights (float32, float16, bfloat16); golden outputs stay fp32.
@@ -177,8 +180,8 @@ def build_bundle(
     force_offline()
     if dtype not in STORAGE_DTYPES:
         raise SourceError(f"--dtype {dtype!r} is not a storage dtype; choose {', '.join(STORAGE_DTYPES)}")
-    if engine not in ENGINES:
-        raise SourceError(f"--engine {engine!r} is not an engine; choose {', '.join(ENGINES)}")
+    if engine not in ("auto", *ENGINES):
+        raise SourceError(f"--engine {engine!r} is not an engine; choose auto, {', '.join(ENGINES)}")
     if (src is None) == (gguf is None):
         raise SourceError("give either a model folder or --gguf FILE, not both or neither")
     if gguf is not None:
@@ -235,21 +238,9 @@ def build_bundle(
     if multi_label:
         config["problem_type"] = "multi_label_classification"
     files = {"config.json": json.dumps(config, sort_keys=True, indent=1).encode(), **_tokenizer_files(tokenizer)}
-    if engine == "onnxruntime":
-        from bundle_builder.onnx_export import export_onnx
-
-        files[ONNX_FILE] = export_onnx(model, source, tokenizer)
-    state = _storage(model.state_dict(), dtype)
-    if source.st_layout is not None:
-        state.update(source.st_layout.dense)  # Dense heads stay fp32: a few small matrices applied after pooling
+    head = dict(source.st_layout.dense) if source.st_layout is not None else {}  # fp32: small, applied after pooling
     unique = {t.data_ptr(): t for t in model.state_dict().values()}
     manifest = _manifest(source, model, tokenizer, config, golden, limit, dtype, name, multi_label)
-    manifest["engine"] = engine
-    manifest["compiled"] = (
-        "ahead of time: ONNX graph exported and fused at build time (model.onnx); nothing is compiled at cold start"
-        if engine == "onnxruntime"
-        else "none: eager PyTorch; nothing is compiled at build time or at cold start"
-    )
     manifest["num_parameters"] = int(sum(t.numel() for t in unique.values()))
     manifest["versions"] = {
         "format": FORMAT_VERSION,
@@ -258,14 +249,32 @@ def build_bundle(
         "tokenizers": tokenizers.__version__,
         "sentence_transformers": sentence_transformers.__version__,
     }
-    if engine == "onnxruntime":
-        import onnx
-        import onnxruntime
-
-        manifest["versions"].update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sha = write_bundle(out, manifest=manifest, tensors=state, files=files)
+    candidates: dict[str, Contents] = {}
+    if engine in ("torch", "auto"):
+        candidates["torch"] = torch_contents({**_storage(model.state_dict(), dtype), **head}, files, manifest)
+    why_torch_only = None
+    if engine in ("onnxruntime", "auto"):
+        steps.set_postfix_str("exporting ONNX")
+        try:
+            candidates["onnxruntime"] = onnx_contents(
+                model, source, tokenizer, dtype=dtype, head=head, files=files, manifest=manifest
+            )
+        except SourceError as e:
+            if engine == "onnxruntime":
+                raise
+            why_torch_only = str(e)
+    choice = None
+    if engine == "auto":
+        steps.set_postfix_str("timing engines")
+        choice = choose(candidates, out, why_torch_only=why_torch_only)
+        engine = choice["chosen"]
+    contents = candidates[engine]
+    if choice is not None:
+        contents.manifest["engine_choice"] = choice
+    state = contents.tensors
+    sha = write_bundle(out, manifest=contents.manifest, tensors=state, files=contents.files)
     steps.update()
 
     steps.set_postfix_str("verifying")
@@ -279,6 +288,7 @@ def build_bundle(
         weights_bytes=sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for t in state.values()}.values()),
         tokenizer_bytes=sum(len(v) for k, v in files.items() if k != "config.json"),
         verify=report,
+        engine_choice=choice,
     )
 
 

@@ -22,9 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--gguf", metavar="FILE", help="build from a GGUF file instead of a folder (dequantised)")
     build.add_argument(
         "--engine",
-        choices=ENGINES,
-        default="torch",
-        help="default engine of the bundle; onnxruntime also stores an optimised ONNX graph",
+        choices=["auto", *ENGINES],
+        default="auto",
+        help="auto (default): build for both, time each on the golden inputs, keep the faster; or force one",
     )
     build.add_argument("-o", "--out", required=True, help="bundle file to write")
     build.add_argument(
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                 name=args.name,
                 progress=not args.quiet,
             )
+            if result.engine_choice is not None:
+                print(f"engine: {result.engine_choice['chosen']} ({result.engine_choice['reason']})")
             print(
                 f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, sha256 {result.sha256}); "
                 f"verified {result.verify.examples} golden examples: {result.verify.describe()}"

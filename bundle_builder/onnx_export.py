@@ -207,3 +207,33 @@ def _pin(graph: Any) -> bytes:
     graph.producer_name = "bundle_builder.onnx_export"
     graph.producer_version = ""
     return graph.SerializeToString()
+
+
+def externalize(graph_bytes: bytes, *, min_bytes: int = 1024) -> tuple[bytes, dict[str, np.ndarray]]:
+    """Take the graph's float weights out of it, so that the bundle stores them once, as its own aligned tensors.
+
+    Returns:
+        (the graph with each float initializer of at least `min_bytes` marked as external data, named but empty;
+        initializer name -> its array). The runtime hands the arrays to ORT from the bundle's memory map
+        (SessionOptions.add_external_initializers); the "location" it names is never opened.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_from_string(graph_bytes)
+    weights: dict[str, np.ndarray] = {}
+    for init in graph.graph.initializer:
+        if init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            continue
+        array = numpy_helper.to_array(init)
+        if array.nbytes < min_bytes:
+            continue
+        weights[init.name] = array
+        for field in ("raw_data", "float_data", "int32_data"):
+            init.ClearField(field)
+        init.data_location = onnx.TensorProto.EXTERNAL
+        del init.external_data[:]
+        for key, value in (("location", "bundle"), ("length", str(array.nbytes))):
+            entry = init.external_data.add()
+            entry.key, entry.value = key, value
+    return graph.SerializeToString(), weights

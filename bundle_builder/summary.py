@@ -27,6 +27,8 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
         "weights_bytes": bundle.tensor_bytes(),
         "max_length": m.max_length,
         "engine": m.engine,
+        "engines": list(m.engines),
+        "engine_choice": dict(m.engine_choice) if m.engine_choice is not None else None,
         "compiled": m.compiled,
         "versions": dict(m.versions),
         "files": bundle.file_names,
@@ -64,10 +66,14 @@ def render(info: dict[str, Any]) -> str:
         f"  size          {info['size_bytes'] / 1e6:.1f} MB ({info['weights_bytes'] / 1e6:.1f} MB weights)",
         f"  parameters    {info['num_parameters']:,} stored as {info['dtype']}",
         f"  max length    {info['max_length']} tokens",
-        f"  engine        {info['engine']}",
+        f"  engine        {info['engine']}" + (f" (holds {', '.join(info['engines'])})" if info["engines"] else ""),
         f"  compiled      {info['compiled']}",
         "  versions      " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
     ]
+    if info["engine_choice"] is not None:
+        choice = info["engine_choice"]
+        measured = f"; measured on {choice['measured_on']}" if "measured_on" in choice else ""
+        lines.append(f"  chosen by     {choice['reason']}{measured}")
     if "labels" in info:
         lines.append(f"  labels        {', '.join(info['labels'])} ({info['problem_type']})")
     if "pooling" in info:

@@ -1,6 +1,6 @@
 """Prove a bundle: check its integrity with the runtime reader, rebuild the model, replay every golden example.
 
-A bundle with an ONNX graph is proved on both engines (torch and onnxruntime): ENGINE can pick either at run time.
+Every engine whose weights the bundle holds is proved (bundles built before weights were stored once hold both).
 Where the torch engine serves the model with its native encoder, the transformers implementation is proved too
 (TORCH_IMPLEMENTATION=transformers picks it at run time).
 """
@@ -34,12 +34,12 @@ def verify_bundle(path: str | os.PathLike[str]) -> VerifyReport:
         VerifyError: an engine's outputs drifted from the golden examples; the message names the engine.
     """
     from runtime.bundle import read_bundle
-    from runtime.engines import ONNX_FILE
+    from runtime.engines import ONNX_FILE, bundle_engines
     from runtime.manifest import parse_manifest
 
     bundle = read_bundle(path)
     manifest = parse_manifest(bundle.manifest, str(bundle.path))
-    names = ["torch", "onnxruntime"] if bundle.has_file(ONNX_FILE) else ["torch"]
+    names = bundle_engines(manifest, bundle.has_file(ONNX_FILE))
     engines: dict[str, GoldenCheck] = {}
     for name in names:
         engines[name], implementation = _check(path, name)

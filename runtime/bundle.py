@@ -200,8 +200,9 @@ class Bundle:
             out[name] = out[target]
         return out
 
-    def array(self, name: str) -> np.ndarray:
-        """One tensor as a numpy array copied out of the map, without importing torch (not for bfloat16).
+    def array(self, name: str, *, copy: bool = True) -> np.ndarray:
+        """One tensor as a numpy array, without importing torch (not for bfloat16): copied out of the map, or with
+        copy=False a view of it (copy-on-write: writing to it never touches the file).
 
         Raises:
             KeyError: no tensor of that name. BundleCorruptError: a dtype numpy does not hold.
@@ -215,7 +216,8 @@ class Bundle:
         dtype = np.dtype(DTYPES[e["dtype"]][0]).newbyteorder("<")
         count = e["nbytes"] // dtype.itemsize
         flat = np.frombuffer(self._map, dtype=dtype, count=count, offset=self._data_start + e["offset"])
-        return flat.reshape(e["shape"]).copy()
+        view = flat.reshape(e["shape"])
+        return view.copy() if copy else view
 
     def tensor_bytes(self) -> int:
         return sum(e["nbytes"] for e in self._header["tensors"].values())

@@ -100,6 +100,8 @@ class Manifest:
     tokenizer: TokenizerManifest
     golden: tuple[GoldenExample, ...]
     engine: str = "torch"  # the engine the bundle was built for (ENGINE=auto picks it)
+    engines: tuple[str, ...] = ()  # the engines whose weights it holds; () in bundles older than the field
+    engine_choice: Mapping[str, Any] | None = None  # how the build chose `engine`: measured p50s and the reason
     compiled: str | None = None
     num_parameters: int = 0
     versions: Mapping[str, Any] = field(default_factory=dict)
@@ -215,6 +217,8 @@ def parse_manifest(raw: Any, where: str) -> Manifest:
         tokenizer=tokenizer,
         golden=tuple(examples),
         engine=m.text("engine", "torch"),
+        engines=m.strings("engines", []),
+        engine_choice=m.obj("engine_choice", None),
         compiled=m.text("compiled", None),
         num_parameters=m.integer("num_parameters", 0, 0),
         versions=m.obj("versions", {}),

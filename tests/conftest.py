@@ -29,11 +29,22 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built by scripts/build_bundle.sh: the same command the Dockerfile's build stage runs."""
+    """Built by scripts/build_bundle.sh: the same command the Dockerfile's build stage runs (engine chosen by
+    measurement, so tests on it hold for either engine)."""
     out = tmp_path_factory.mktemp("minilm") / "model.bundle"
     env = {**os.environ, "PYTHON": sys.executable, "MODEL_SOURCE": ""}
     subprocess.run(["bash", str(ROOT / "scripts" / "build_bundle.sh"), str(out)], check=True, env=env, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_torch_bundle(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 built for the torch engine (the default build picks the engine by measurement)."""
+    from bundle_builder.build import build_bundle
+
+    out = tmp_path_factory.mktemp("minilm-torch") / "model.bundle"
+    build_bundle(minilm_dir, out, engine="torch", name="all-MiniLM-L6-v2")
     return out
 
 
@@ -56,16 +67,23 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """tiny_bundle(kind, task=..., multi_label=..., dtype=...) -> a built, verified bundle (cached per session)."""
+    """tiny_bundle(kind, task=..., multi_label=..., dtype=..., engine="torch") -> a built, verified bundle (cached per
+    session). The torch engine unless asked: these bundles prove the torch path and the tasks; the engine choice by
+    measurement (engine="auto", the CLI's default) is tested on its own."""
     from bundle_builder.build import build_bundle
 
     cache: dict[tuple, Path] = {}
 
-    def make(kind: str, task: str = "text-classification", multi_label: bool = False, dtype: str = "float32") -> Path:
-        key = (kind, task, multi_label, dtype)
+    def make(
+        kind: str, task: str = "text-classification", multi_label: bool = False, dtype: str = "float32",
+        engine: str = "torch",
+    ) -> Path:
+        key = (kind, task, multi_label, dtype, engine)
         if key not in cache:
-            out = tmp_path_factory.mktemp("bundles") / f"{kind}-{task}-{dtype}.bundle"
-            build_bundle(tiny_model(kind, task, multi_label), out, multi_label=multi_label, dtype=dtype, task=task)
+            out = tmp_path_factory.mktemp("bundles") / f"{kind}-{task}-{dtype}-{engine}.bundle"
+            build_bundle(
+                tiny_model(kind, task, multi_label), out, multi_label=multi_label, dtype=dtype, task=task, engine=engine
+            )
             cache[key] = out
         return cache[key]
 

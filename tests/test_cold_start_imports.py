@@ -53,8 +53,3 @@ def test_torch_bundle_never_imports_the_builder_or_its_peers(tiny_bundle) -> Non
     assert engine == "torch" and "torch" in modules
     assert not modules & {"onnxruntime", *NEVER_AT_RUN_TIME}
 
-
-def test_engine_torch_on_an_onnx_bundle_never_imports_onnxruntime(ort_bundle: Path) -> None:
-    engine, modules = imported(ort_bundle, ENGINE="torch")
-    assert engine == "torch"
-    assert not modules & {"onnxruntime", *NEVER_AT_RUN_TIME}

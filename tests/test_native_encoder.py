@@ -80,7 +80,7 @@ def test_xlm_roberta_is_served_as_roberta(tiny_model, tmp_path: Path, monkeypatc
     config = json.loads((source / "config.json").read_text())
     config.update(model_type="xlm-roberta", architectures=["XLMRobertaForSequenceClassification"])
     (source / "config.json").write_text(json.dumps(config))
-    build_bundle(source, tmp_path / "xlm-roberta.bundle", multi_label=True)
+    build_bundle(source, tmp_path / "xlm-roberta.bundle", multi_label=True, engine="torch")
     native = assert_native_matches_transformers(tmp_path / "xlm-roberta.bundle", monkeypatch)
     assert native.manifest.architecture == "XLMRobertaForSequenceClassification"
 
@@ -110,7 +110,8 @@ def test_golden_canary_passes_natively(tiny_bundle, kind: str) -> None:
 
 
 @pytest.mark.slow
-def test_minilm_native_matches_transformers_and_its_golden_examples(minilm_bundle: Path, monkeypatch) -> None:
+def test_minilm_native_matches_transformers_and_its_golden_examples(minilm_torch_bundle: Path, monkeypatch) -> None:
+    minilm_bundle = minilm_torch_bundle
     native = assert_native_matches_transformers(minilm_bundle, monkeypatch)
     assert native.manifest.architecture == "BertModel"
     predictor = Predictor.load(Settings(model_bundle=str(minilm_bundle), device="cpu"))
@@ -193,7 +194,7 @@ def test_an_unsupported_config_falls_back_to_transformers_and_stays_correct(tiny
     config = json.loads((source / "config.json").read_text())
     (source / "config.json").write_text(json.dumps({**config, "position_embedding_type": "relative_key"}))
     out = tmp_path / "relative.bundle"
-    build_bundle(source, out)  # the builder proves the bundle on the path the runtime will take
+    build_bundle(source, out, engine="torch")  # the builder proves the bundle on the path the runtime will take
     loaded = load_model(out, options=EngineOptions(device="cpu"))
     assert loaded.engine.implementation == "transformers"
     peer = transformers.AutoModelForSequenceClassification.from_pretrained(str(source), local_files_only=True).eval()

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from runtime.manifest import Manifest
 
 ONNX_FILE = "model.onnx"  # the bundle file holding the ONNX graph (written by bundle_builder --engine onnxruntime)
+ONNX_TENSOR_PREFIX = "onnx/"  # bundle tensors that are the ONNX graph's initializers, by initializer name
 
 # engine name -> the module that builds it
 ENGINES = {
@@ -66,14 +67,24 @@ class BuiltEngine:
     dtype: str  # what it computes in
 
 
+def bundle_engines(manifest: Manifest, has_onnx: bool) -> tuple[str, ...]:
+    """The engines whose weights a bundle holds (bundles older than the manifest's "engines" field: torch, plus
+    onnxruntime when they carry a graph)."""
+    if manifest.engines:
+        return manifest.engines
+    return ("torch", "onnxruntime") if has_onnx else ("torch",)
+
+
 def choose_engine(requested: str, manifest: Manifest, has_onnx: bool) -> str:
-    """ENGINE=auto -> the engine the bundle was built for; an explicit choice must be servable."""
+    """ENGINE=auto -> the engine the bundle was built for; an explicit choice must be one the bundle holds."""
     name = manifest.engine if requested == "auto" else requested
     if name not in ENGINES:
         raise EngineError(f"ENGINE={requested!r} is not an engine; choose auto, {', '.join(ENGINES)}")
-    if name == "onnxruntime" and not has_onnx:
+    held = bundle_engines(manifest, has_onnx)
+    if name not in held:
         raise EngineError(
-            "ENGINE=onnxruntime but this bundle has no ONNX graph; rebuild it with `bundle_builder build --engine onnxruntime`"
+            f"ENGINE={name} but this bundle holds the weights for {', '.join(held)} only (each weight is stored once, "
+            f"for the engine it was built for); unset ENGINE, or rebuild it with `bundle_builder build --engine {name}`"
         )
     return name
 

@@ -1,7 +1,8 @@
 """The onnxruntime engine: the bundle's fused ONNX graph on ORT's CPU provider. Imports neither torch nor transformers.
 
 The graph was fused offline by the builder (bundle_builder.onnx_export) with portable contrib ops only; the session
-adds ORT's own machine-specific optimisations in memory when it opens, and writes nothing to disk.
+adds ORT's own machine-specific optimisations in memory when it opens, and writes nothing to disk. The graph's weights
+are bundle tensors, passed to the session from the memory map (ONNX external initializers): stored once.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from runtime.bundle import Bundle
-from runtime.engines import ONNX_FILE, BuiltEngine, EngineError, EngineOptions, Phase
+from runtime.engines import ONNX_FILE, ONNX_TENSOR_PREFIX, BuiltEngine, EngineError, EngineOptions, Phase
 from runtime.errors import BundleCorruptError
 from runtime.manifest import Manifest
 
@@ -21,8 +22,9 @@ class OnnxEngine:
     implementation = "onnxruntime"
     model = None  # no torch module behind this engine
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, initializers: list[Any] | None = None) -> None:
         self._session = session
+        self._initializers = initializers  # ORT reads the weights from these buffers: they live as long as the session
         self._inputs = [i.name for i in session.get_inputs()]
         self._outputs = [session.get_outputs()[0].name]
 
@@ -32,6 +34,22 @@ class OnnxEngine:
         Only the graph's inputs are fed: a tokenizer may produce token_type_ids that the model does not take.
         """
         return self._session.run(self._outputs, {name: batch[name] for name in self._inputs})[0]
+
+
+def _initializers(bundle: Bundle, ort: Any) -> tuple[list[str], list[Any]]:
+    """The graph's weights, stored once as bundle tensors ("onnx/<initializer name>") and handed to ORT as views of
+    the memory map (no copy, no file written). fp16-stored weights are widened to the graph's fp32 (a copy)."""
+    names: list[str] = []
+    values: list[Any] = []
+    for tensor in bundle.tensor_names:
+        if not tensor.startswith(ONNX_TENSOR_PREFIX):
+            continue
+        array = bundle.array(tensor, copy=False)
+        if array.dtype == np.float16:
+            array = array.astype(np.float32)
+        names.append(tensor.removeprefix(ONNX_TENSOR_PREFIX))
+        values.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array)))
+    return names, values
 
 
 def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Phase) -> BuiltEngine:
@@ -57,6 +75,9 @@ def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Pha
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only
         graph = bundle.read_file(ONNX_FILE)
+        names, values = _initializers(bundle, ort)
+        if names:
+            opts.add_external_initializers(names, values)
         try:
             session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
         except Exception as e:
@@ -76,4 +97,4 @@ def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Pha
             f"{bundle.path}: {ONNX_FILE} takes inputs {missing} that the bundled tokenizer does not produce "
             f"(it produces {sorted(produced)}); rebuild the bundle"
         )
-    return BuiltEngine(OnnxEngine(session), device="cpu", dtype="float32")
+    return BuiltEngine(OnnxEngine(session, values), device="cpu", dtype="float32")

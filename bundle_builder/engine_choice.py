@@ -1,0 +1,157 @@
+"""Which engine a bundle is built for: what each engine's bundle holds, and the choice by measurement.
+
+    --engine torch        the weights as the model's own tensors (state_dict names)
+    --engine onnxruntime  an ONNX graph exported, fused and proved at build time; its weights as bundle tensors
+                          ("onnx/<initializer>") that ORT reads from the memory map; no torch copy
+    --engine auto         (the default) both are built and proved; each is timed on the golden inputs in this
+                          process, one request at a time, and the faster one is written. The figures go into the
+                          manifest ("engine_choice"), which `inspect` shows. A model ONNX cannot serve (generation,
+                          a failed export or proof) is built for torch, and the reason is recorded
+
+Each weight is stored once, for the engine the bundle is built for; the other engine cannot serve that bundle.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bundle_builder.errors import SourceError, VerifyError
+from runtime.bundle import write_bundle
+from runtime.engines import ONNX_FILE, ONNX_TENSOR_PREFIX
+
+MEASURE_ROUNDS = 15  # timed passes over the golden inputs per engine, after WARMUP_ROUNDS
+WARMUP_ROUNDS = 2
+
+
+@dataclass
+class Contents:
+    """What a bundle for one engine holds: its manifest, tensors and files."""
+
+    manifest: dict[str, Any]
+    tensors: dict[str, Any]
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+def torch_contents(state: dict[str, Any], files: dict[str, bytes], manifest: dict[str, Any]) -> Contents:
+    return Contents(
+        {
+            **manifest,
+            "engine": "torch",
+            "engines": ["torch"],
+            "compiled": "none: eager PyTorch; nothing is compiled at build time or at cold start",
+        },
+        state,
+        files,
+    )
+
+
+def onnx_contents(
+    model: Any,
+    source: Any,
+    tokenizer: Any,
+    *,
+    dtype: str,
+    head: dict[str, Any],
+    files: dict[str, bytes],
+    manifest: dict[str, Any],
+) -> Contents:
+    """The ONNX graph (exported, fused, proved against torch) with its weights as bundle tensors.
+
+    Args:
+        head: tensors the task applies after the graph (sentence-transformers Dense layers), stored as they are.
+
+    Raises:
+        SourceError: the task or dtype has no ONNX bundle, or no exported graph reproduces the model.
+    """
+    import onnx
+    import onnxruntime
+    import torch
+
+    from bundle_builder.onnx_export import export_onnx, externalize
+
+    if dtype == "bfloat16":
+        raise SourceError("--dtype bfloat16 is for the torch engine; an onnxruntime bundle stores float32 or float16")
+    try:
+        graph, weights = externalize(export_onnx(model, source, tokenizer))
+    except SourceError:
+        raise
+    except Exception as e:  # the exporter meets every architecture transformers has; say what broke, keep the model
+        raise SourceError(f"the ONNX export failed ({type(e).__name__}: {e})") from e
+    target = getattr(torch, dtype)
+    tensors: dict[str, Any] = {
+        ONNX_TENSOR_PREFIX + name: torch.from_numpy(array.copy()).to(target) for name, array in weights.items()
+    }
+    tensors.update(head)
+    return Contents(
+        {
+            **manifest,
+            "engine": "onnxruntime",
+            "engines": ["onnxruntime"],
+            "compiled": "ahead of time: ONNX graph exported and fused at build time (model.onnx); "
+            "nothing is compiled at cold start",
+            "versions": {**manifest["versions"], "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        },
+        tensors,
+        {**files, ONNX_FILE: graph},
+    )
+
+
+def choose(candidates: dict[str, Contents], out: Path, *, why_torch_only: str | None) -> dict[str, Any]:
+    """Time each candidate on its golden inputs and pick the fastest; the ONNX one must first prove itself.
+
+    Returns:
+        The manifest's "engine_choice": {"chosen", "reason"} and, when both were timed, "p50_ms" per engine and
+        "measured_on" (inputs, threads, machine).
+    """
+    from bundle_builder.verify import verify_bundle
+
+    if "onnxruntime" not in candidates:
+        return {"chosen": "torch", "reason": why_torch_only or "only the torch engine serves this model"}
+    with tempfile.TemporaryDirectory(prefix="engine-choice-", dir=out.parent) as tmp:
+        paths = {}
+        for name, contents in candidates.items():
+            paths[name] = Path(tmp) / f"{name}.bundle"
+            write_bundle(paths[name], manifest=contents.manifest, tensors=contents.tensors, files=contents.files)
+        try:
+            verify_bundle(paths["onnxruntime"])
+        except VerifyError as e:
+            return {"chosen": "torch", "reason": f"the ONNX graph did not reproduce the golden examples: {e}"}
+        p50: dict[str, float] = {}
+        for name in ("torch", "onnxruntime"):  # torch first: ORT's spinning threads must not slow the other side
+            p50[name], inputs, threads = _p50_ms(paths[name])
+    chosen = min(p50, key=lambda name: p50[name])
+    other = next(name for name in p50 if name != chosen)
+    return {
+        "chosen": chosen,
+        "p50_ms": p50,
+        "measured_on": f"{inputs} golden inputs x {MEASURE_ROUNDS}, one request at a time, {threads} threads, "
+        f"{platform.machine()}",
+        "reason": f"{chosen} answered in {p50[chosen]:.2f} ms at p50, {other} in {p50[other]:.2f} ms",
+    }
+
+
+def _p50_ms(path: Path) -> tuple[float, int, int]:
+    """p50 of one predict() per golden input, through the runtime's own Predictor on its default engine."""
+    import torch
+
+    from runtime.predictor import Predictor
+    from runtime.settings import Settings
+
+    threads = torch.get_num_threads()
+    settings = Settings(model_bundle=str(path), device="cpu", canary=False, num_threads=threads)
+    predictor = Predictor.load(settings, verify_hash=False)
+    examples = predictor.model.manifest.golden
+    times: list[int] = []
+    for round_ in range(WARMUP_ROUNDS + MEASURE_ROUNDS):
+        for ex in examples:
+            t0 = time.perf_counter_ns()
+            predictor.predict([ex.input], ex.parameters)
+            if round_ >= WARMUP_ROUNDS:
+                times.append(time.perf_counter_ns() - t0)
+    return round(statistics.median(times) / 1e6, 3), len(examples), threads
