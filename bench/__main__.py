@@ -1,4 +1,5 @@
-"""CLI: `python -m bench --bundle build/model.bundle [--engines torch,onnxruntime] [--no-generation] [--quick]`.
+"""CLI: `python -m bench --bundle build/model.bundle [--engines torch,onnxruntime] [--no-generation] [--no-rerank]
+[--quick]`.
 
 Translates arguments into bench.suite.run, prints the goals table on stdout (progress goes to stderr), writes
 OUT/bench.json and OUT/latency_cdf.png. A failure prints `ErrorType: message` and exits 1.
@@ -20,6 +21,7 @@ DEFAULTS = {
     "sqs_records": (200, 40),
     "generation_repeats": (5, 2),
     "max_new_tokens": (32, 16),
+    "rerank_repeats": (50, 10),
     "quiet_wait": (15.0, 3.0),
 }
 MINIMUM = {"warmup": 0, "quiet_wait": 0}  # the rest must be at least 1
@@ -40,8 +42,8 @@ def _engines(value: str) -> tuple[str, ...]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Naive pipeline vs this handler (each engine) vs ONNX Runtime, each in a fresh process, and "
-        "generation vs model.generate; prints ratios against the goals.",
+        description="Naive pipeline vs this handler (each engine) vs ONNX Runtime, each in a fresh process, "
+        "generation vs model.generate and reranking vs CrossEncoder.rank; prints ratios against the goals.",
     )
     p.add_argument(
         "--bundle", type=Path, default=Path("build/model.bundle"), help="the bundle file (default: %(default)s)"
@@ -82,6 +84,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--generation-repeats", type=int, default=None, help="timed generation runs per side (default 5; --quick 2)"
     )
+    p.add_argument(
+        "--rerank",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the rerank row: our predictor (each engine) vs CrossEncoder.rank, query + 10 documents, on a "
+        "cross-encoder derived from --model-dir with a random head (speed only) (default: on)",
+    )
+    p.add_argument(
+        "--rerank-repeats",
+        type=int,
+        default=None,
+        help="timed rerank calls per subject, alternating (default 50; --quick 10)",
+    )
     p.add_argument("--threads", type=int, default=0, help="threads per engine; 0 = the CPUs usable (default)")
     p.add_argument(
         "--quiet-wait",
@@ -109,13 +124,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--cache-dir",
         type=Path,
         default=Path("build/bench-cache"),
-        help="ONNX export, engine bundles, the converted GGUF model and its bundle (default: %(default)s)",
+        help="ONNX export, engine bundles, the converted GGUF model and its bundle, the derived cross-encoder and "
+        "its bundles (default: %(default)s)",
     )
     p.add_argument(
         "--quick",
         action="store_true",
         help="smoke test: 5 warm-up, 50 requests, 3 cold runs, 40 SQS records, 2 generation runs of 16 tokens per "
-        "side, quiet waits of 3 s",
+        "side, 10 rerank calls per side, quiet waits of 3 s",
     )
     args = p.parse_args(argv)
     for name, (full, quick) in DEFAULTS.items():
@@ -156,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             gguf=args.gguf.resolve() if args.gguf else None,
             max_new_tokens=args.max_new_tokens,
             generation_repeats=args.generation_repeats,
+            rerank=args.rerank,
+            rerank_repeats=args.rerank_repeats,
         )
         if args.nice:
             try:

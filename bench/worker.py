@@ -7,6 +7,7 @@ Modes (spec["mode"]):
                   the golden inputs for the parity check
     sqs           the handler only: records/s through handler.handler for events of `batch` records each
     generation    bench.generation.bench_generation: our predictor vs model.generate, interleaved in this process
+    rerank        bench.rerank.bench_rerank: our predictor (each engine's bundle) vs CrossEncoder.rank, interleaved
 
 Stamps are time.monotonic_ns() (CLOCK_MONOTONIC, system-wide), compared by the parent with its own spawn time.
 Only the stdlib is imported at module level, so a cold child pays for nothing but its engine.
@@ -149,7 +150,28 @@ def _generation(spec: dict[str, Any]) -> dict[str, Any]:
     return {**result, "kernel_peak_rss_bytes": proc_status_bytes("VmHWM")}
 
 
-MODES = {"import-torch": _import_torch, "cold": _cold, "latency": _latency, "sqs": _sqs, "generation": _generation}
+def _rerank(spec: dict[str, Any]) -> dict[str, Any]:
+    from bench.measure import proc_status_bytes
+    from bench.rerank import bench_rerank
+
+    result = bench_rerank(
+        spec["bundles"],
+        spec["source"],
+        warmup=int(spec["warmup"]),
+        repeats=int(spec["repeats"]),
+        threads=int(spec["threads"]),
+    )
+    return {**result, "kernel_peak_rss_bytes": proc_status_bytes("VmHWM")}
+
+
+MODES = {
+    "import-torch": _import_torch,
+    "cold": _cold,
+    "latency": _latency,
+    "sqs": _sqs,
+    "generation": _generation,
+    "rerank": _rerank,
+}
 
 
 def main(argv: list[str]) -> int:
