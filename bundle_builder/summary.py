@@ -1,4 +1,5 @@
-"""What `inspect` shows: a bundle's manifest and integrity facts, as a dict and as readable text."""
+"""What `inspect` shows: a bundle's manifest and integrity facts, as a dict and as readable text; and which runtime
+requirements its image needs (`requirements`)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,16 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
             "similarity": pooling.similarity,
         }
     return out
+
+
+# the engine a bundle is built for -> the requirements file of its runtime image (relative to the repository)
+RUNTIME_REQUIREMENTS = {"torch": "requirements/runtime-torch.txt", "onnxruntime": "requirements/runtime-onnx.txt"}
+
+
+def runtime_requirements(path: str | os.PathLike[str]) -> str:
+    """The requirements file the runtime image of this bundle installs: no torch for an onnxruntime bundle."""
+    bundle = read_bundle(path)
+    return RUNTIME_REQUIREMENTS[parse_manifest(bundle.manifest, str(bundle.path)).engine]
 
 
 def _short(output: Any) -> Any:

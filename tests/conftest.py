@@ -49,6 +49,16 @@ def minilm_torch_bundle(minilm_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="session")
+def minilm_ort_bundle(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 built for the onnxruntime engine."""
+    from bundle_builder.build import build_bundle
+
+    out = tmp_path_factory.mktemp("minilm-ort") / "model.bundle"
+    build_bundle(minilm_dir, out, engine="onnxruntime", name="all-MiniLM-L6-v2")
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """tiny_model(kind, task=..., multi_label=...) -> a folder with a tiny random model (cached per session)."""
     from tiny_models import make_tiny_model

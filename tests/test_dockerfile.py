@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,11 +172,30 @@ def test_build_stage_makes_the_bundle_with_the_shared_script(build):
     assert args[0].line < runs[0].line
 
 
+def test_the_build_stage_picks_the_runtime_requirements_of_the_bundle_s_engine(build):
+    runs = [ins for ins in build if ins.keyword == "RUN" and "scripts/build_bundle.sh" in ins.args]
+    step = [part.strip() for part in runs[0].args.split("&&") if "bundle_builder requirements" in part]
+    assert step == [f'cp "$(python -m bundle_builder requirements {BUNDLE_IN_BUILD})" /opt/bundle/requirements.txt']
+
+
+def test_the_requirements_command_names_the_file_of_each_engine(minilm_ort_bundle, minilm_torch_bundle):
+    for bundle, expected in ((minilm_ort_bundle, "runtime-onnx.txt"), (minilm_torch_bundle, "runtime-torch.txt")):
+        out = subprocess.run(
+            [sys.executable, "-m", "bundle_builder", "requirements", str(bundle)],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        )
+        named = ROOT / out.stdout.strip()
+        assert named.name == expected and named.is_file()
+    lines = (ROOT / "requirements" / "runtime-onnx.txt").read_text(encoding="utf-8").splitlines()
+    names = {line.split("#")[0].split("==")[0].strip() for line in lines} - {""}
+    assert names == {"onnxruntime", "tokenizers", "numpy", "jinja2", "awslambdaric", "boto3"}
+
+
 def test_runtime_installs_only_runtime_requirements(runtime):
     installs = pip_installs(runtime)
     assert len(installs) == 1
     (args,) = installs
-    assert [Path(f).as_posix().endswith("requirements/runtime.txt") for f in requirement_files(args)] == [True]
+    assert [Path(f).as_posix() for f in requirement_files(args)] == ["/tmp/requirements/runtime.txt"]
     assert " ".join(TORCH_CPU_INDEX) in " ".join(args)
     assert "--no-cache-dir" in args
     assert positional(args) == []
@@ -184,9 +204,12 @@ def test_runtime_installs_only_runtime_requirements(runtime):
 def test_runtime_copies_only_handler_runtime_and_bundle(runtime):
     copies = [copy_args(ins) for ins in runtime if ins.keyword in ("COPY", "ADD")]
     sources = sorted(src for flags, srcs, _ in copies if "from" not in flags for src in srcs)
-    assert sources == ["handler.py", "requirements/runtime.txt", "runtime/"]
+    assert sources == ["handler.py", "runtime/"]
     from_build = [(srcs, dest) for flags, srcs, dest in copies if flags.get("from") == "build"]
-    assert from_build == [([BUNDLE_IN_BUILD], BUNDLE_IN_IMAGE)]
+    assert from_build == [
+        (["/opt/bundle/requirements.txt"], "/tmp/requirements/runtime.txt"),
+        ([BUNDLE_IN_BUILD], BUNDLE_IN_IMAGE),
+    ]
     assert all("bundle_builder" not in ins.args for ins in runtime)
 
 

@@ -48,13 +48,6 @@ def ort_bundle(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Callable
     return make
 
 
-@pytest.fixture(scope="session")
-def minilm_ort_bundle(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("minilm-ort") / "model.bundle"
-    build_bundle(minilm_dir, out, engine="onnxruntime", name="all-MiniLM-L6-v2")
-    return out
-
-
 def predictor_for(bundle: Path, engine: str = "auto") -> Predictor:
     return Predictor.load(Settings(model_bundle=str(bundle), device="cpu", canary=False, engine=engine, num_threads=1))
 
