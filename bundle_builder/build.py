@@ -11,6 +11,7 @@ from typing import Any
 
 from bundle_builder.engine_choice import Contents, choose, onnx_contents, torch_contents
 from bundle_builder.errors import SourceError
+from bundle_builder.quantize import Floors
 from bundle_builder.reference import golden_examples
 from bundle_builder.sources import Source, read_source
 from bundle_builder.verify import VerifyReport, verify_bundle
@@ -154,6 +155,8 @@ def build_bundle(
     dtype: str = "float32",
     max_length: int | None = None,
     name: str | None = None,
+    quantize: str | None = None,
+    floors: Floors | None = None,
     progress: bool = False,
 ) -> BuildResult:
     """Build, write and verify a bundle from a local model folder.
@@ -169,6 +172,9 @@ def build_bundle(
         dtype: storage dtype of floating weights (float32, float16, bfloat16); golden outputs stay fp32.
         max_length: token limit; default the smallest of the model's positions, the tokenizer's and ST's limit.
         name: the model name recorded in the bundle; default the folder name.
+        quantize: "int8": ONNX Runtime dynamic int8 weights, the scheme chosen by measured fidelity against fp32
+            (bundle_builder.quantize); implies the onnxruntime engine.
+        floors: what an int8 bundle must keep of the fp32 outputs (default Floors()); below them the build refuses.
         progress: show progress bars.
 
     Returns:
@@ -182,6 +188,12 @@ def build_bundle(
         raise SourceError(f"--dtype {dtype!r} is not a storage dtype; choose {', '.join(STORAGE_DTYPES)}")
     if engine not in ("auto", *ENGINES):
         raise SourceError(f"--engine {engine!r} is not an engine; choose auto, {', '.join(ENGINES)}")
+    if quantize not in (None, "int8"):
+        raise SourceError(f"--quantize {quantize!r} is not a scheme; choose int8")
+    if quantize and engine == "torch":
+        raise SourceError("--quantize int8 runs on the onnxruntime engine; drop --engine torch")
+    if quantize:
+        engine = "onnxruntime"
     if (src is None) == (gguf is None):
         raise SourceError("give either a model folder or --gguf FILE, not both or neither")
     if gguf is not None:
@@ -198,6 +210,8 @@ def build_bundle(
                 dtype=dtype,
                 max_length=max_length,
                 name=name or Path(gguf).stem,
+                quantize=quantize,
+                floors=floors,
                 progress=progress,
             )
     if src is None:  # excluded by the either/or check above
@@ -259,7 +273,15 @@ def build_bundle(
         steps.set_postfix_str("exporting ONNX")
         try:
             candidates["onnxruntime"] = onnx_contents(
-                model, source, tokenizer, dtype=dtype, head=head, files=files, manifest=manifest
+                model,
+                source,
+                tokenizer,
+                dtype=dtype,
+                head=head,
+                files=files,
+                manifest=manifest,
+                quantize=quantize,
+                floors=floors,
             )
         except SourceError as e:
             if engine == "onnxruntime":

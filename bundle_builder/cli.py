@@ -10,6 +10,7 @@ import json
 import sys
 
 from bundle_builder.build import STORAGE_DTYPES
+from bundle_builder.quantize import Floors
 from bundle_builder.sources import TASK_ALIASES, TASK_AUTO_CLASS
 from runtime.engines import ENGINES
 
@@ -38,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--max-length", type=int, help="token limit (default: the model's own)")
     build.add_argument("--name", help="model name recorded in the bundle (default: the folder name)")
+    build.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="int8 weights on onnxruntime; the scheme is chosen by measured fidelity against fp32 (see the floors)",
+    )
+    floors = Floors()
+    build.add_argument("--min-cosine", type=float, default=floors.min_cosine, help="int8 embeddings: worst cosine")
+    build.add_argument("--mean-cosine", type=float, default=floors.mean_cosine, help="int8 embeddings: mean cosine")
+    build.add_argument("--min-top1", type=float, default=floors.top1_agreement, help="int8 classification: top-1 share")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     inspect = sub.add_parser("inspect", help="show what a bundle holds")
     inspect.add_argument("bundle")
@@ -67,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 dtype=args.dtype,
                 max_length=args.max_length,
                 name=args.name,
+                quantize=args.quantize,
+                floors=Floors(args.min_cosine, args.mean_cosine, args.min_top1),
                 progress=not args.quiet,
             )
             if result.engine_choice is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bundle_builder.errors import SourceError, VerifyError
+from bundle_builder.quantize import Floors
 from runtime.bundle import write_bundle
 from runtime.engines import ONNX_FILE, ONNX_TENSOR_PREFIX
 
@@ -60,46 +61,104 @@ def onnx_contents(
     head: dict[str, Any],
     files: dict[str, bytes],
     manifest: dict[str, Any],
+    quantize: str | None = None,
+    floors: Floors | None = None,
 ) -> Contents:
     """The ONNX graph (exported, fused, proved against torch) with its weights as bundle tensors.
 
     Args:
         head: tensors the task applies after the graph (sentence-transformers Dense layers), stored as they are.
+        quantize: "int8": dynamic int8 weights, the scheme chosen by measured fidelity (bundle_builder.quantize).
+        floors: the fidelity an int8 bundle must keep (default Floors()).
 
     Raises:
-        SourceError: the task or dtype has no ONNX bundle, or no exported graph reproduces the model.
+        SourceError: the task or dtype has no ONNX bundle, no exported graph reproduces the model, or no int8
+            scheme meets the floors.
     """
-    import onnx
-    import onnxruntime
-    import torch
-
-    from bundle_builder.onnx_export import export_onnx, externalize
+    from bundle_builder.onnx_export import export_onnx
 
     if dtype == "bfloat16":
         raise SourceError("--dtype bfloat16 is for the torch engine; an onnxruntime bundle stores float32 or float16")
     try:
-        graph, weights = externalize(export_onnx(model, source, tokenizer))
+        graph = export_onnx(model, source, tokenizer, fuse=quantize is None)
     except SourceError:
         raise
     except Exception as e:  # the exporter meets every architecture transformers has; say what broke, keep the model
         raise SourceError(f"the ONNX export failed ({type(e).__name__}: {e})") from e
+    quantization = None
+    if quantize == "int8":
+        graph, quantization = _quantized(graph, source.task, dtype, head, files, manifest, floors or Floors())
+    return _onnx_bundle(graph, dtype, head, files, manifest, quantization)
+
+
+def _onnx_bundle(
+    graph: bytes,
+    dtype: str,
+    head: dict[str, Any],
+    files: dict[str, bytes],
+    manifest: dict[str, Any],
+    quantization: dict[str, Any] | None = None,
+) -> Contents:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from bundle_builder.onnx_export import externalize
+
+    small, weights = externalize(graph)
     target = getattr(torch, dtype)
-    tensors: dict[str, Any] = {
-        ONNX_TENSOR_PREFIX + name: torch.from_numpy(array.copy()).to(target) for name, array in weights.items()
-    }
+    tensors: dict[str, Any] = {}
+    for name, array in weights.items():
+        t = torch.from_numpy(array.copy())
+        tensors[ONNX_TENSOR_PREFIX + name] = t.to(target) if t.is_floating_point() else t
     tensors.update(head)
-    return Contents(
-        {
-            **manifest,
-            "engine": "onnxruntime",
-            "engines": ["onnxruntime"],
-            "compiled": "ahead of time: ONNX graph exported and fused at build time (model.onnx); "
-            "nothing is compiled at cold start",
-            "versions": {**manifest["versions"], "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-        },
-        tensors,
-        {**files, ONNX_FILE: graph},
-    )
+    out = {
+        **manifest,
+        "engine": "onnxruntime",
+        "engines": ["onnxruntime"],
+        "compiled": "ahead of time: ONNX graph exported and fused at build time (model.onnx); "
+        "nothing is compiled at cold start",
+        "versions": {**manifest["versions"], "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+    }
+    if quantization is not None:
+        out.update(
+            dtype="int8",
+            quantization=quantization,
+            compiled="ahead of time: ONNX graph exported and quantized to int8 at build time (model.onnx); ORT fuses "
+            "it in memory when the session opens; nothing is compiled at cold start",
+        )
+    return Contents(out, tensors, {**files, ONNX_FILE: small})
+
+
+def _quantized(
+    graph: bytes,
+    task: str,
+    dtype: str,
+    head: dict[str, Any],
+    files: dict[str, bytes],
+    manifest: dict[str, Any],
+    floors: Floors,
+) -> tuple[bytes, dict[str, Any]]:
+    """The int8 graph of the first scheme that meets the floors, measured through the runtime on bundles."""
+    import torch
+
+    from bundle_builder.quantize import FIDELITY_TEXTS, choose_scheme
+    from runtime.predictor import Predictor
+    from runtime.settings import Settings
+
+    texts = [ex["input"] for ex in manifest["golden"]] + list(FIDELITY_TEXTS)
+    with tempfile.TemporaryDirectory(prefix="int8-") as tmp:
+
+        def outputs_of(candidate: bytes) -> list[Any]:
+            contents = _onnx_bundle(candidate, dtype, head, files, manifest)
+            path = Path(tmp) / "candidate.bundle"
+            write_bundle(path, manifest=contents.manifest, tensors=contents.tensors, files=contents.files)
+            settings = Settings(model_bundle=str(path), device="cpu", canary=False, num_threads=torch.get_num_threads())
+            predictor = Predictor.load(settings, verify_hash=False)
+            return [predictor.predict([text], {}).outputs[0] for text in texts]
+
+        _, quantized, record = choose_scheme(task, graph, texts, outputs_of, floors)
+    return quantized, record
 
 
 def choose(candidates: dict[str, Contents], out: Path, *, why_torch_only: str | None) -> dict[str, Any]:

@@ -37,10 +37,11 @@ _CHECK_TEXTS = [
 _CHECK_TOKENS = 32  # short: the check proves shapes and masking, not long-sequence numerics
 
 
-def export_onnx(model: Any, source: Any, tokenizer: Any) -> bytes:
+def export_onnx(model: Any, source: Any, tokenizer: Any, *, fuse: bool = True) -> bytes:
     """The model's forward pass as a fused, verified, deterministic ONNX graph.
 
     Args:
+        fuse: False keeps the plain traced graph (standard ops only: what the int8 quantizer reads).
         model: the fp32 transformers model (AutoModel or AutoModelForSequenceClassification), in eval mode.
         source: the bundle_builder Source (its task picks the output).
         tokenizer: the model's tokenizer; the graph takes the inputs it produces that the model accepts.
@@ -65,9 +66,11 @@ def export_onnx(model: Any, source: Any, tokenizer: Any) -> bytes:
     expected = [_torch_forward(model, b, output) for b in checks]
 
     plain = _trace(model, names, output, trace)
-    fused, stats = _fuse(plain, model.config)
-    worst: dict[str, float] = {}
+    fused, stats = _fuse(plain, model.config) if fuse else (None, {})
+    worst: dict[str, float] = {"fused": float("nan")}
     for label, graph in (("fused", fused), ("plain", plain)):
+        if graph is None:
+            continue
         worst[label] = _max_rel_diff(graph, checks, expected, output)
         if worst[label] <= MAX_ABS_DIFF:
             if label == "fused":
@@ -210,7 +213,7 @@ def _pin(graph: Any) -> bytes:
 
 
 def externalize(graph_bytes: bytes, *, min_bytes: int = 1024) -> tuple[bytes, dict[str, np.ndarray]]:
-    """Take the graph's float weights out of it, so that the bundle stores them once, as its own aligned tensors.
+    """Take the graph's float (and int8) weights out of it, so that the bundle stores them once, as its own aligned tensors.
 
     Returns:
         (the graph with each float initializer of at least `min_bytes` marked as external data, named but empty;
@@ -223,13 +226,13 @@ def externalize(graph_bytes: bytes, *, min_bytes: int = 1024) -> tuple[bytes, di
     graph = onnx.load_from_string(graph_bytes)
     weights: dict[str, np.ndarray] = {}
     for init in graph.graph.initializer:
-        if init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+        if init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8):
             continue
         array = numpy_helper.to_array(init)
         if array.nbytes < min_bytes:
             continue
         weights[init.name] = array
-        for field in ("raw_data", "float_data", "int32_data"):
+        for field in ("raw_data", "float_data", "int32_data"):  # int8 values live in raw_data or int32_data
             init.ClearField(field)
         init.data_location = onnx.TensorProto.EXTERNAL
         del init.external_data[:]

@@ -30,6 +30,7 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
         "engine": m.engine,
         "engines": list(m.engines),
         "engine_choice": dict(m.engine_choice) if m.engine_choice is not None else None,
+        "quantization": dict(m.quantization) if m.quantization is not None else None,
         "compiled": m.compiled,
         "versions": dict(m.versions),
         "files": bundle.file_names,
@@ -85,6 +86,13 @@ def render(info: dict[str, Any]) -> str:
         choice = info["engine_choice"]
         measured = f"; measured on {choice['measured_on']}" if "measured_on" in choice else ""
         lines.append(f"  chosen by     {choice['reason']}{measured}")
+    if info["quantization"] is not None:
+        q = info["quantization"]
+        tried = "; ".join(
+            f"{t['scheme']} " + ", ".join(f"{k}={v}" for k, v in t.items() if k not in ("scheme", "passed"))
+            for t in q["tried"]
+        )
+        lines.append(f"  quantized     int8, scheme {q['scheme']} (floors {q['floors']}; tried: {tried})")
     if "labels" in info:
         lines.append(f"  labels        {', '.join(info['labels'])} ({info['problem_type']})")
     if "pooling" in info:

@@ -97,4 +97,6 @@ def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Pha
             f"{bundle.path}: {ONNX_FILE} takes inputs {missing} that the bundled tokenizer does not produce "
             f"(it produces {sorted(produced)}); rebuild the bundle"
         )
-    return BuiltEngine(OnnxEngine(session, values), device="cpu", dtype="float32")
+    # int8 bundles hold dynamically quantized weights: MatMuls run in int8, the rest in fp32
+    dtype = "int8" if manifest.dtype == "int8" else "float32"
+    return BuiltEngine(OnnxEngine(session, values), device="cpu", dtype=dtype)
