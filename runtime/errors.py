@@ -11,6 +11,7 @@ ServingError                      base: everything the function raises on purpos
     ├── RouteNotFoundError        404: an HTTP path this function has no route for
     ├── MethodNotAllowedError     405: an HTTP method other than POST
     ├── PayloadTooLargeError      413: over a size limit (body bytes, characters, items)
+    │   └── InputTooLongError     413: over the model's token limit, "truncate": false (errorType PayloadTooLargeError)
     ├── InvalidParametersError    422: valid JSON, but a parameter is unknown or out of range
     └── InternalError             500: an unexpected failure; the caller gets the request id, the log the trace
 
@@ -76,6 +77,25 @@ class MethodNotAllowedError(RequestError):
 
 class PayloadTooLargeError(RequestError):
     status = 413
+
+
+class InputTooLongError(PayloadTooLargeError):
+    """An input over the model's token limit with "truncate": false. `index` is its place in the list the task
+    was given; the predictor moves it to the request's own numbering (passes may regroup inputs)."""
+
+    def __init__(self, index: int, tokens: int, limit: int, part: str = "") -> None:
+        self.index, self.tokens, self.limit, self.part = index, tokens, limit, part
+        super().__init__(
+            f'"inputs"[{index}]{part} has {tokens} tokens; the limit is {limit} (the model\'s max length); '
+            'shorten it, or send "truncate": true to cut it'
+        )
+
+    @property
+    def error_type(self) -> str:
+        return "PayloadTooLargeError"  # the name callers already catch
+
+    def at(self, index: int) -> InputTooLongError:
+        return InputTooLongError(index, self.tokens, self.limit, self.part)
 
 
 class InvalidParametersError(RequestError):

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.errors import InputTooLongError
 from runtime.golden import GoldenCheck, coarser
 from runtime.loader import LoadedModel, load_model
 from runtime.prediction import Prediction
@@ -52,26 +53,31 @@ class Predictor:
         Raises:
             InvalidInputError: an input this task cannot take (a chat for an encoder task).
             InvalidParametersError: a parameter is unknown or out of range.
-            RequestError subclasses from the task (e.g. a prompt over the token limit).
+            RequestError subclasses from the task (e.g. a prompt over the token limit); an InputTooLongError names
+            an over-long input by its index in `inputs`.
         """
         timer = timer or self.new_timer()
         self.task.check_inputs(inputs)
         params = self.task.check_parameters(parameters or {})
-        outputs: list[Any] = []
+        outputs: list[Any] = [None] * len(inputs)
         generated: int | None = None
         first_token_ms: float | None = None
         truncated: list[int] = []
         input_tokens: int | None = None
-        for start in range(0, len(inputs), self.max_batch):
+        for indices in self._passes(inputs):
             with timer.stage("preprocess"):
-                batch = self.task.preprocess(inputs[start : start + self.max_batch], params)
+                try:
+                    batch = self.task.preprocess([inputs[i] for i in indices], params)
+                except InputTooLongError as e:
+                    raise e.at(indices[e.index]) from None
             with timer.stage("inference"):
                 t = time.perf_counter_ns()
                 raw = self.task.forward(batch, params)
             with timer.stage("postprocess"):
                 chunk = self.task.postprocess(raw, batch, params)
-            outputs.extend(chunk.outputs)
-            truncated.extend(start + i for i in chunk.truncated)
+            for i, output in zip(indices, chunk.outputs, strict=True):
+                outputs[i] = output
+            truncated.extend(indices[i] for i in chunk.truncated)
             if chunk.first_token_ns and first_token_ms is None:
                 first_token_ms = round((chunk.first_token_ns - t) / 1e6, 3)
             if chunk.generated_tokens is not None:
@@ -83,8 +89,28 @@ class Predictor:
             seconds = timer.stages_ns.get("inference", 0) / 1e9
             tokens_per_s = round(generated / seconds, 2) if seconds else None
         return Prediction(
-            outputs, timer.as_ms(), first_token_ms, generated, tokens_per_s, tuple(truncated), input_tokens
+            outputs, timer.as_ms(), first_token_ms, generated, tokens_per_s, tuple(sorted(truncated)), input_tokens
         )
+
+    def _passes(self, inputs: list[Any]) -> list[list[int]]:
+        """The input indices of each forward pass: at most max_batch each. Where the task pads freely (encoders),
+        texts are grouped by length, and a pass ends where a text is over twice as long as its first, so one long
+        text does not pad many short ones (an SQS batch mixes lengths). Outputs go back to input order."""
+        order = list(range(len(inputs)))
+        if not (self.task.length_buckets and all(isinstance(x, str) for x in inputs)):
+            return [order[s : s + self.max_batch] for s in range(0, len(order), self.max_batch)]
+        order.sort(key=lambda i: len(inputs[i]))
+        passes: list[list[int]] = []
+        for i in order:
+            if (
+                passes
+                and len(passes[-1]) < self.max_batch
+                and len(inputs[i]) <= 2 * max(len(inputs[passes[-1][0]]), 16)
+            ):
+                passes[-1].append(i)
+            else:
+                passes.append([i])
+        return passes
 
     def new_timer(self) -> StageTimer:
         return StageTimer(cuda=self.model.device.startswith("cuda"))

@@ -56,8 +56,9 @@ def check_envelope(fn: Any, envelope: dict[str, Any], request_id: str) -> None:
     assert timing["request_id"] == request_id and timing["device"] == "cpu" and timing["dtype"] == "float32"
     stages = timing["request_ms"]
     assert set(stages) == {"parse", "preprocess", "inference", "postprocess", "total"}
-    share = sum(v for k, v in stages.items() if k != "total") / stages["total"]
-    assert 0.95 <= share <= 1.0 + 1e-9, stages
+    covered = sum(v for k, v in stages.items() if k != "total")
+    # the stages cover the request: what is left is the code between them, plus any preemption on a busy machine
+    assert covered <= stages["total"] + 1e-6 and stages["total"] - covered <= max(0.05 * stages["total"], 2.0), stages
 
 
 def check_answer(fn: Any, peers: dict, event: dict[str, Any], envelope: dict[str, Any], request_id: str) -> None:

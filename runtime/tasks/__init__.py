@@ -46,6 +46,7 @@ class Chunk:
 
 class Task(Protocol):
     name: str
+    length_buckets: bool  # inputs may be regrouped by length across forward passes (padding never changes outputs)
 
     def check_inputs(self, inputs: list[Any]) -> None: ...
 

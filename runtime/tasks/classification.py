@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import InvalidInputError, PayloadTooLargeError
+from runtime.errors import InputTooLongError, InvalidInputError
 from runtime.golden import GoldenCheck, max_label_score_diff
 from runtime.loader import LoadedModel
 from runtime.settings import Settings
@@ -35,6 +35,7 @@ class ClassificationBatch:
 
 class ClassificationTask:
     name = "text-classification"
+    length_buckets = True  # padding changes nothing but the cost: passes may group texts by length
 
     def __init__(self, model: LoadedModel, settings: Settings) -> None:
         m = model.manifest
@@ -104,11 +105,8 @@ class ClassificationTask:
         if encoded.truncated and not params.get("truncate", True):
             row = encoded.truncated[0]
             at = next(i for i, (start, end) in enumerate(spans) if start <= row < end)
-            what = f'"inputs"[{at}]' + (f" (text {row - spans[at][0]})" if reranks[at] is not None else "")
-            raise PayloadTooLargeError(
-                f"{what} has {self.tokenizer.count_tokens(rows[row])} tokens; the limit is {self.max_length} "
-                '(the model\'s max length); shorten it, or send "truncate": true to cut it'
-            )
+            part = f" (text {row - spans[at][0]})" if reranks[at] is not None else ""
+            raise InputTooLongError(at, self.tokenizer.count_tokens(rows[row]), self.max_length, part)
         truncated = sorted({i for i, (start, end) in enumerate(spans) for r in encoded.truncated if start <= r < end})
         return ClassificationBatch(encoded.arrays, spans, reranks, truncated)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import InvalidParametersError, PayloadTooLargeError
+from runtime.errors import InputTooLongError, InvalidParametersError
 from runtime.golden import GoldenCheck, min_cosine
 from runtime.loader import LoadedModel
 from runtime.manifest import Pooling, Prompt
@@ -41,6 +41,7 @@ class EmbeddingBatch:
 
 class EmbeddingTask:
     name = "feature-extraction"
+    length_buckets = True  # padding changes nothing but the cost: passes may group texts by length
 
     def __init__(self, model: LoadedModel, settings: Settings) -> None:
         self.engine = model.engine
@@ -95,10 +96,7 @@ class EmbeddingTask:
         encoded = self.tokenizer.encode_checked(inputs, direction=params.get("truncation_direction", "right"))
         if encoded.truncated and not params.get("truncate", True):
             at = encoded.truncated[0]
-            raise PayloadTooLargeError(
-                f'"inputs"[{at}] has {self.tokenizer.count_tokens(inputs[at])} tokens; the limit is {self.max_length} '
-                '(the model\'s max length); shorten it, or send "truncate": true to cut it'
-            )
+            raise InputTooLongError(at, self.tokenizer.count_tokens(inputs[at]), self.max_length)
         return EmbeddingBatch(encoded.arrays, prompt.tokens if prompt is not None else 0, encoded.truncated)
 
     def forward(self, batch: EmbeddingBatch, params: dict[str, Any]) -> np.ndarray:

@@ -68,6 +68,7 @@ class Generated:
 
 class GenerationTask:
     name = "text-generation"
+    length_buckets = False  # prompts keep their order: each pass decodes its prompts together
 
     def __init__(self, model: LoadedModel, settings: Settings) -> None:
         m = model.manifest
