@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bundle_builder.budget import budget as measure_budget
 from bundle_builder.engine_choice import Contents, choose, onnx_contents, torch_contents
 from bundle_builder.errors import SourceError
 from bundle_builder.quantize import Floors
@@ -33,6 +34,7 @@ class BuildResult:
     tokenizer_bytes: int
     verify: VerifyReport
     engine_choice: dict[str, Any] | None = None  # --engine auto: what was measured and chosen
+    budget: dict[str, Any] | None = None  # budget=True: the deployment budget (bundle_builder.budget)
 
 
 def force_offline() -> None:
@@ -157,6 +159,7 @@ def build_bundle(
     name: str | None = None,
     quantize: str | None = None,
     floors: Floors | None = None,
+    budget: bool = False,
     progress: bool = False,
 ) -> BuildResult:
     """Build, write and verify a bundle from a local model folder.
@@ -175,6 +178,8 @@ def build_bundle(
         quantize: "int8": ONNX Runtime dynamic int8 weights, the scheme chosen by measured fidelity against fp32
             (bundle_builder.quantize); implies the onnxruntime engine.
         floors: what an int8 bundle must keep of the fp32 outputs (default Floors()); below them the build refuses.
+        budget: measure the deployment budget (memory, timeout, batch size; bundle_builder.budget) in a fresh
+            process and record it in the manifest (the CLI does unless --no-budget).
         progress: show progress bars.
 
     Returns:
@@ -212,6 +217,7 @@ def build_bundle(
                 name=name or Path(gguf).stem,
                 quantize=quantize,
                 floors=floors,
+                budget=budget,
                 progress=progress,
             )
     if src is None:  # excluded by the either/or check above
@@ -302,6 +308,12 @@ def build_bundle(
     steps.set_postfix_str("verifying")
     report = verify_bundle(out)
     steps.update()
+    record = None
+    if budget:
+        steps.set_postfix_str("measuring the deployment budget")
+        record = measure_budget(out, Path(__file__).resolve().parents[1])
+        contents.manifest["budget"] = record
+        sha = write_bundle(out, manifest=contents.manifest, tensors=state, files=contents.files)
     steps.close()
     return BuildResult(
         path=out,
@@ -311,6 +323,7 @@ def build_bundle(
         tokenizer_bytes=sum(len(v) for k, v in files.items() if k != "config.json"),
         verify=report,
         engine_choice=choice,
+        budget=record,
     )
 
 

@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--mean-cosine", type=float, default=floors.mean_cosine, help="int8 embeddings: mean cosine")
     build.add_argument("--min-top1", type=float, default=floors.top1_agreement, help="int8 classification: top-1 share")
     build.add_argument("--quiet", action="store_true", help="no progress bars")
+    build.add_argument(
+        "--no-budget", action="store_true", help="skip measuring the deployment budget (memory, timeout, batch size)"
+    )
     inspect = sub.add_parser("inspect", help="show what a bundle holds")
     inspect.add_argument("bundle")
     inspect.add_argument("--json", action="store_true", help="one JSON object instead of text")
@@ -79,8 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                 name=args.name,
                 quantize=args.quantize,
                 floors=Floors(args.min_cosine, args.mean_cosine, args.min_top1),
+                budget=not args.no_budget,
                 progress=not args.quiet,
             )
+            if result.budget is not None:
+                from bundle_builder.budget import describe
+
+                print("\n".join(f"budget: {line}" for line in describe(result.budget)))
             if result.engine_choice is not None:
                 print(f"engine: {result.engine_choice['chosen']} ({result.engine_choice['reason']})")
             print(

@@ -31,6 +31,7 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
         "engines": list(m.engines),
         "engine_choice": dict(m.engine_choice) if m.engine_choice is not None else None,
         "quantization": dict(m.quantization) if m.quantization is not None else None,
+        "budget": dict(m.budget) if m.budget is not None else None,
         "compiled": m.compiled,
         "versions": dict(m.versions),
         "files": bundle.file_names,
@@ -93,6 +94,10 @@ def render(info: dict[str, Any]) -> str:
             for t in q["tried"]
         )
         lines.append(f"  quantized     int8, scheme {q['scheme']} (floors {q['floors']}; tried: {tried})")
+    if info["budget"] is not None:
+        from bundle_builder.budget import describe
+
+        lines += [f"  budget        {line}" for line in describe(info["budget"])]
     if "labels" in info:
         lines.append(f"  labels        {', '.join(info['labels'])} ({info['problem_type']})")
     if "pooling" in info:

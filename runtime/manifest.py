@@ -103,6 +103,7 @@ class Manifest:
     engines: tuple[str, ...] = ()  # the engines whose weights it holds; () in bundles older than the field
     engine_choice: Mapping[str, Any] | None = None  # how the build chose `engine`: measured p50s and the reason
     quantization: Mapping[str, Any] | None = None  # int8 bundles: the scheme, the floors and the fidelity measured
+    budget: Mapping[str, Any] | None = None  # the deployment budget the build measured (bundle_builder.budget)
     compiled: str | None = None
     num_parameters: int = 0
     versions: Mapping[str, Any] = field(default_factory=dict)
@@ -221,6 +222,7 @@ def parse_manifest(raw: Any, where: str) -> Manifest:
         engines=m.strings("engines", []),
         engine_choice=m.obj("engine_choice", None),
         quantization=m.obj("quantization", None),
+        budget=m.obj("budget", None),
         compiled=m.text("compiled", None),
         num_parameters=m.integer("num_parameters", 0, 0),
         versions=m.obj("versions", {}),
