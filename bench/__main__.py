@@ -1,8 +1,8 @@
-"""CLI: `python -m bench --bundle build/model.bundle [--engines torch,onnxruntime] [--no-generation] [--no-rerank]
-[--quick]`.
+"""CLI: `python -m bench --bundle build/model.bundle [--engines torch,onnxruntime] [--no-int8] [--no-generation]
+[--no-rerank] [--quick]`.
 
-Translates arguments into bench.suite.run, prints the goals table on stdout (progress goes to stderr), writes
-OUT/bench.json and OUT/latency_cdf.png. A failure prints `ErrorType: message` and exits 1.
+Translates arguments into bench.suite.run, prints the goals table and the engine-choice table on stdout (progress
+goes to stderr), writes OUT/bench.json and OUT/latency_cdf.png. A failure prints `ErrorType: message` and exits 1.
 """
 
 from __future__ import annotations
@@ -66,8 +66,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--engines",
         type=_engines,
         default=("torch", "onnxruntime"),
-        help="handler engines to measure, each on its own bundle (built from --model-dir and cached when the "
-        "--bundle was built for another engine); default: torch,onnxruntime",
+        help="handler engines to measure, each on its own bundle built from --model-dir with --engine E and cached "
+        "(the --bundle itself when it is that build); the --bundle as given is measured too; default: "
+        "torch,onnxruntime",
+    )
+    p.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the engine-choice table's int8 column: a bundle built from --model-dir with --quantize int8 (cached; "
+        "needs onnxruntime in --engines) (default: on)",
     )
     p.add_argument(
         "--generation",
@@ -144,7 +152,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from bench import plot, report, suite
+    from bench import comparison, plot, report, suite
     from bench.measure import BenchError
 
     started = time.monotonic()
@@ -168,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet_wait_s=args.quiet_wait,
             noise_retries=max(0, args.noise_retries),
             engines=args.engines,
+            int8=args.int8,
             generation=args.generation,
             gguf=args.gguf.resolve() if args.gguf else None,
             max_new_tokens=args.max_new_tokens,
@@ -186,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         machine["niceness"] = os.getpriority(os.PRIO_PROCESS, 0)
         results = suite.run(opts, progress=progress)
         results["quick"] = args.quick
-        rows = report.goal_rows(results)
+        choice = results["engine_choice_table"] = comparison.summarize(results)
+        rows = report.goal_rows(results) + comparison.goal_rows(results, choice)
         json_path, png_path = args.out / "bench.json", args.out / "latency_cdf.png"
         report.write_json(json_path, results, rows, machine)
         plot.plot_cdf(png_path, results, machine)
@@ -194,6 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(report.format_table(rows))
+    print()
+    print(
+        f"engine choice, {results['bundle']['name']}: each in a fresh process, one request at a time (MB = 2^20 bytes)"
+    )
+    print(comparison.format_table(results, choice))
+    for line in comparison.notes(results, choice):
+        print(line)
+    print()
     for line in report.notes(results):
         print(line)
     for line in report.noise_warnings(results):

