@@ -29,7 +29,7 @@ $(ONNX_STAMP): requirements/runtime-onnx.txt
 
 bundle: $(BUNDLE)
 
-$(BUNDLE): $(STAMP) scripts/build_bundle.sh runtime/*.py runtime/tasks/*.py bundle_builder/*.py
+$(BUNDLE): $(STAMP) scripts/build_bundle.sh runtime/*.py runtime/*/*.py bundle_builder/*.py
 	PYTHON=$(PY) scripts/build_bundle.sh $@
 
 demo: $(BUNDLE)
