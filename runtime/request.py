@@ -65,6 +65,16 @@ def decode_json(body: bytes | str, limits: Limits, example: str = EXAMPLE) -> An
         raise InvalidInputError(f"the body is not valid JSON ({reason}); send JSON like {example}") from None
 
 
+def json_object(payload: Any, keys: tuple[str, ...], example: str) -> dict[str, Any]:
+    """`payload` as a JSON object with only `keys`; raises InvalidInputError naming the first other key."""
+    if not isinstance(payload, dict):
+        raise InvalidInputError(f"the request must be a JSON object like {example}, got {type(payload).__name__}")
+    unknown = sorted(str(k) for k in payload if k not in keys)
+    if unknown:
+        raise InvalidInputError(f"unknown key {unknown[0]!r} in the request; it accepts {list(keys)}")
+    return payload
+
+
 def _is_chat(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(m, dict) for m in value)
 
@@ -88,13 +98,7 @@ def _check_chat(chat: list[dict[str, Any]], limits: Limits) -> None:
 
 def parse_payload(payload: Any, limits: Limits) -> Request:
     """A decoded JSON value (direct invoke event or parsed body) -> Request."""
-    if not isinstance(payload, dict):
-        raise InvalidInputError(
-            f'the request must be a JSON object like {{"inputs": "text"}}, got {type(payload).__name__}'
-        )
-    unknown = sorted(str(k) for k in payload if k not in ALLOWED_KEYS)
-    if unknown:
-        raise InvalidInputError(f"unknown key {unknown[0]!r} in the request; it accepts {list(ALLOWED_KEYS)}")
+    payload = json_object(payload, ALLOWED_KEYS, EXAMPLE)
     if "inputs" not in payload:
         raise InvalidInputError('the request has no "inputs": send {"inputs": "text"} or {"inputs": ["text", ...]}')
     inputs = payload["inputs"]

@@ -95,7 +95,7 @@ def error_body(error: RequestError, request_id: str) -> dict[str, Any]:
     return {"error": {"type": error.error_type, "message": str(error), "request_id": request_id}}
 
 
-def http_error(error: RequestError, request_id: str, body: Any = None) -> HttpResponse:
-    """An error as an HTTP response: `body` in the route's own error shape, else error_body's."""
+def http_error(error: RequestError, request_id: str, body: Any) -> HttpResponse:
+    """An error as an HTTP response, `body` in the error shape of the route that was called."""
     headers = {"Allow": "POST"} if isinstance(error, MethodNotAllowedError) else None
-    return http_response(error.status, error_body(error, request_id) if body is None else body, request_id, headers)
+    return http_response(error.status, body, request_id, headers)

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import InternalError, InvalidInputError, InvalidParametersError, RequestError
-from runtime.request import Limits, Request, parse_payload
-from runtime.routes.route import Reply, json_object
+from runtime.request import Limits, Request, json_object, parse_payload
+from runtime.routes.route import Reply
 
 ENCODINGS = ("float", "base64")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from runtime.errors import InvalidInputError, RequestError
+from runtime.errors import RequestError
 from runtime.prediction import Prediction
 from runtime.request import Limits, Request
 from runtime.responses import ServedBy, timing
@@ -41,13 +41,3 @@ class Route(Protocol):
     def error_body(self, error: RequestError, request_id: str) -> Any:
         """The JSON-ready body of an error, in the shape this route's clients read."""
         ...
-
-
-def json_object(payload: Any, keys: tuple[str, ...], example: str) -> dict[str, Any]:
-    """`payload` as a JSON object with only `keys`; raises InvalidInputError naming the first other key."""
-    if not isinstance(payload, dict):
-        raise InvalidInputError(f"the request must be a JSON object like {example}, got {type(payload).__name__}")
-    unknown = sorted(str(k) for k in payload if k not in keys)
-    if unknown:
-        raise InvalidInputError(f"unknown key {unknown[0]!r} in the request; it accepts {list(keys)}")
-    return payload

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.errors import InternalError, InvalidInputError, RequestError
-from runtime.request import Limits, Request, parse_payload
-from runtime.routes.route import Reply, json_object
+from runtime.request import Limits, Request, json_object, parse_payload
+from runtime.routes.route import Reply
 
 
 def _tei_error(error: RequestError) -> dict[str, Any]:
