@@ -362,17 +362,12 @@ def _latency_loop(
     quiet: list[dict[str, Any]],
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    attempts: list[dict[str, Any]] = []
-    while True:  # a loop that ran beside busy neighbours is run again; the quietest attempt is kept
-        _quiet(opts, quiet, what, progress)
+    def attempt() -> tuple[dict[str, Any], float]:
         r, _, _ = run_worker(spec, what=what, workdir=work, env=env)
-        attempts.append(r)
-        other = r["other_processes_cpu_percent"]
-        if other <= NOISY_OTHER_CPU_PERCENT or len(attempts) > opts.noise_retries:
-            break
-        progress(f"  other processes used {other:.0f}% CPU during the loop: measuring {what} again")
-    r = min(attempts, key=lambda a: a["other_processes_cpu_percent"])
-    r["attempts_other_cpu_percent"] = [a["other_processes_cpu_percent"] for a in attempts]
+        return r, r["other_processes_cpu_percent"]  # the worker measures its neighbours itself
+
+    r, others = _until_quiet(opts, quiet, what, progress, attempt)
+    r["attempts_other_cpu_percent"] = others
     return r
 
 
@@ -392,20 +387,33 @@ def _quietest_run(
     quiet: list[dict[str, Any]],
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    # as the latency loops: a worker run beside busy neighbours is run again, and the quietest run is kept
-    attempts: list[dict[str, Any]] = []
-    while True:
-        _quiet(opts, quiet, what, progress)
+    def attempt() -> tuple[dict[str, Any], float]:
         with OtherCpu() as other:
             r, t0, exit_ns = run_worker(spec, what=what, workdir=work, env=env)
-        attempts.append({**r, "wall_s": round((exit_ns - t0) / 1e9, 1), "other_cpu_percent": other.percent})
-        if other.percent <= NOISY_OTHER_CPU_PERCENT or len(attempts) > opts.noise_retries:
+        return {**r, "wall_s": round((exit_ns - t0) / 1e9, 1), "other_cpu_percent": other.percent}, other.percent
+
+    r, others = _until_quiet(opts, quiet, what, progress, attempt)
+    return {**r, "attempts_other_cpu_percent": others}
+
+
+def _until_quiet(
+    opts: BenchOptions,
+    quiet: list[dict[str, Any]],
+    what: str,
+    progress: Callable[[str], None],
+    attempt: Callable[[], tuple[dict[str, Any], float]],
+) -> tuple[dict[str, Any], list[float]]:
+    """Run `attempt` (-> its result and the % CPU other processes used meanwhile) again while neighbours were busy,
+    up to opts.noise_retries times; returns the quietest result and every attempt's other-CPU percent."""
+    runs: list[tuple[dict[str, Any], float]] = []
+    while True:
+        _quiet(opts, quiet, what, progress)
+        runs.append(attempt())
+        other = runs[-1][1]
+        if other <= NOISY_OTHER_CPU_PERCENT or len(runs) > opts.noise_retries:
             break
-        progress(f"  other processes used {other.percent:.0f}% CPU during {what}: measuring it again")
-    return {
-        **min(attempts, key=lambda a: a["other_cpu_percent"]),
-        "attempts_other_cpu_percent": [a["other_cpu_percent"] for a in attempts],
-    }
+        progress(f"  other processes used {other:.0f}% CPU during {what}: measuring it again")
+    return min(runs, key=lambda run: run[1])[0], [other for _, other in runs]
 
 
 def _quiet(opts: BenchOptions, log: list[dict[str, Any]], phase: str, progress: Callable[[str], None]) -> None:
