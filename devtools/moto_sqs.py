@@ -123,7 +123,7 @@ def sqs_client(endpoint_url: str) -> Any:
 
 
 def function_env(endpoint_url: str, *, results_queue_url: str | None = None) -> dict[str, str]:
-    """Environment for a function that calls SQS through boto3: dummy credentials, region, endpoint.
+    """Environment for a function that calls SQS (and S3) through boto3: dummy credentials, region, endpoint.
 
     The RIE forces the AWS_* credential variables to "" unless they are given, so they must be here.
     """
@@ -132,6 +132,7 @@ def function_env(endpoint_url: str, *, results_queue_url: str | None = None) -> 
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
         "AWS_ENDPOINT_URL_SQS": endpoint_url,
+        "AWS_ENDPOINT_URL_S3": endpoint_url,  # moto serves S3 on the same port (RESULTS_BUCKET)
     }
     if results_queue_url is not None:
         env["RESULTS_QUEUE_URL"] = results_queue_url

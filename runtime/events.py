@@ -99,6 +99,13 @@ class SqsRecord:
         return str(self._record.get("messageId", ""))
 
     @property
+    def message_group_id(self) -> str | None:
+        """MessageGroupId of a FIFO queue's record; None for a standard queue."""
+        attributes = self._record.get("attributes")
+        group = attributes.get("MessageGroupId") if isinstance(attributes, dict) else None
+        return group if isinstance(group, str) and group else None
+
+    @property
     def body(self) -> str:
         body = self._record.get("body")
         if not isinstance(body, str):

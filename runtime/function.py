@@ -26,7 +26,7 @@ from runtime.request import decode_json, parse_payload
 from runtime.responses import ServedBy, envelope, http_error, http_response, timing_headers
 from runtime.routes import Reply, Router
 from runtime.settings import Settings, set_library_environment
-from runtime.sinks import LogSink, QueueSink, ResultSink
+from runtime.sinks import Result, ResultSink, open_sink
 from runtime.timing import StageTimer
 
 
@@ -55,6 +55,7 @@ class Function:
         init_ms: dict[str, float] | None = None,
         canary: GoldenCheck | None = None,
         logger: logging.Logger | None = None,
+        sink: ResultSink | None = None,
     ) -> None:
         self.predictor = predictor
         self.settings = settings
@@ -70,7 +71,7 @@ class Function:
         )
         self.router = Router(predictor.model.manifest.task)
         self._cold = True
-        self._sink: ResultSink | None = None  # made on the first SQS event: boto3 is not imported at init
+        self._sink = sink  # Function.load opens it; otherwise on the first SQS event
 
     @classmethod
     def load(cls, settings: Settings, *, t0_ns: int | None = None) -> Function:
@@ -95,12 +96,16 @@ class Function:
                     "compute what it computed when it was built"
                 )
         canary_ms = (time.perf_counter_ns() - t) / 1e6
+        t = time.perf_counter_ns()
+        sink = open_sink(settings.results_queue_url, settings.results_bucket, logger)
+        sink_ms = (time.perf_counter_ns() - t) / 1e6
         init_ms = {
             **{k: round(v, 3) for k, v in predictor.model.phases_ms.items()},
             "canary": round(canary_ms, 3),
+            "results_sink": round(sink_ms, 3),
             "total": round((time.perf_counter_ns() - t0_ns) / 1e6, 3),
         }
-        fn = cls(predictor, settings, init_ms=init_ms, canary=canary, logger=logger)
+        fn = cls(predictor, settings, init_ms=init_ms, canary=canary, logger=logger, sink=sink)
         fn.logger.info(
             "init",
             extra={
@@ -193,8 +198,9 @@ class Function:
     def _sqs(self, event: dict[str, Any], request_id: str, cold: bool) -> _Answer:
         records = [SqsRecord(r) for r in event.get("Records", [])]
         outcomes = process_records(records, self.predictor, self.settings.limits, self.logger)
+        groups = {r.message_id: r.message_group_id for r in records}
         results = [
-            (
+            Result(
                 o.message_id,
                 envelope(
                     self.served,
@@ -204,6 +210,7 @@ class Function:
                     cold=cold,
                     batch_records=o.batch_records,
                 ),
+                groups[o.message_id],
             )
             for o in outcomes
             if isinstance(o, Answered)
@@ -232,6 +239,5 @@ class Function:
     @property
     def sink(self) -> ResultSink:
         if self._sink is None:
-            url = self.settings.results_queue_url
-            self._sink = QueueSink(url, self.logger) if url else LogSink(self.logger)
+            self._sink = open_sink(self.settings.results_queue_url, self.settings.results_bucket, self.logger)
         return self._sink

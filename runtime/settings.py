@@ -30,6 +30,7 @@ def _default_bundle(env: dict[str, str]) -> str:
 class Settings:
     model_bundle: str  # MODEL_BUNDLE: the bundle file; default $LAMBDA_TASK_ROOT/model.bundle
     results_queue_url: str | None = None  # RESULTS_QUEUE_URL: SQS results go here; unset -> to the log
+    results_bucket: str | None = None  # RESULTS_BUCKET: results too large for the queue (or a log line) go here
     engine: str = "auto"  # ENGINE: auto (the bundle's own) | torch | onnxruntime
     device: str = "auto"  # DEVICE: auto (cuda when present) | cpu | cuda | cuda:N
     cuda_dtype: str = "float16"  # CUDA_DTYPE: float16 | bfloat16 | float32 compute on a GPU (CPU is always fp32)
@@ -57,7 +58,7 @@ class Settings:
             if f.name == "model_bundle" or name not in env or env[name] == "":
                 continue
             raw = env[name]
-            kind = type(getattr(cls, f.name, "")) if f.name != "results_queue_url" else str
+            kind = type(getattr(cls, f.name, "")) if f.name not in ("results_queue_url", "results_bucket") else str
             try:
                 if kind is bool:
                     if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):

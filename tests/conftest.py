@@ -101,6 +101,27 @@ def tiny_bundle(tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="session")
+def many_labels_bundle(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random BERT classifier with 4000 labels: every answer lists them all, about 180 KB per input, so a
+    few results exceed what an SQS message, a SendMessageBatch call or a CloudWatch log event takes."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from bundle_builder.build import build_bundle
+
+    labels = {i: f"LABEL_{i}" for i in range(4000)}
+    folder = tmp_path_factory.mktemp("many-labels") / "model"
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(tiny_model("bert")), num_labels=len(labels), id2label=labels,
+        label2id={v: k for k, v in labels.items()}, ignore_mismatched_sizes=True,
+    )
+    model.save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(tiny_model("bert"))).save_pretrained(str(folder))
+    out = tmp_path_factory.mktemp("many-labels-bundle") / "many-labels.bundle"
+    build_bundle(folder, out, engine="torch")
+    return out
+
+
+@pytest.fixture(scope="session")
 def cross_encoder(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """(CrossEncoder loaded from the folder, its bundle): a tiny random BERT with one output, saved by the pinned
     sentence-transformers' CrossEncoder."""

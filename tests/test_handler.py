@@ -265,15 +265,3 @@ def test_sqs_empty_and_all_failed_batches_are_answered(monkeypatch, tiny_bundle)
         r["body"] = "not json"
     ids = [r["messageId"] for r in event["Records"]]
     assert fn.handle(event, FakeContext()) == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
-
-
-def test_sqs_undeliverable_results_are_reported_as_failures(monkeypatch, tiny_bundle) -> None:
-    fn = new_function(tiny_bundle("bert"), RESULTS_QUEUE_URL="http://127.0.0.1:9/000000000000/nowhere")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:9")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    event = load_event("sqs_batch.json")
-    ids = [r["messageId"] for r in event["Records"]]
-    assert fn.handle(event, FakeContext()) == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}

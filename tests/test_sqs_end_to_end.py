@@ -144,3 +144,34 @@ def test_an_init_error_deletes_nothing_and_every_message_ends_in_the_dlq(
     assert queue_depth(sqs, queues.input_url) == 0
     invoked = Counter(mid for outcome in [*first, *report.outcomes] for mid in outcome.message_ids)
     assert set(invoked.values()) == {MAX_RECEIVE_COUNT}
+
+
+def test_a_result_too_large_for_the_results_queue_reaches_a_consumer_through_s3(
+        endpoint: str, sqs: Any, tiny_bundle: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the RIE: the function reads the queue's MaximumMessageSize at init, stores the large result in the
+    moto S3 bucket, and a consumer with the SQS Extended Client reads both results whole."""
+    import boto3
+    from sqs_extended_client import SQSExtendedClientSession
+
+    from devtools.moto_sqs import DUMMY_CREDENTIALS, REGION, receive_until
+
+    prefix = f"big{uuid.uuid4().hex[:12]}"
+    results_url = sqs.create_queue(QueueName=f"{prefix}-results", Attributes={"MaximumMessageSize": "2048"})["QueueUrl"]
+    boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **{k.lower(): v for k, v in DUMMY_CREDENTIALS.items()}
+                 ).create_bucket(Bucket=prefix)
+    env = {**function_env(endpoint, results_queue_url=results_url), "RESULTS_BUCKET": prefix,
+           "MODEL_BUNDLE": str(tiny_bundle("bert"))}
+    records = [{"messageId": mid, "receiptHandle": "r", "body": json.dumps(body), "attributes": {},
+                "messageAttributes": {}, "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:1:in"}
+               for mid, body in (("small", {"inputs": "one"}), ("large", {"inputs": [f"text {i}" for i in range(12)]}))]
+    with RieFunction("handler.handler", env=env, timeout_s=120) as fn:
+        answer = fn.invoke({"Records": records})
+    assert answer.body == {"batchItemFailures": []}
+
+    for name, value in {**DUMMY_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(name, value)
+    consumer = SQSExtendedClientSession().client("sqs")
+    consumer.large_payload_support = prefix
+    got = {json.loads(m["Body"])["messageId"]: json.loads(m["Body"]) for m in receive_until(consumer, results_url, 3, timeout_s=2)}
+    assert sorted(got) == ["large", "small"]
+    assert len(got["large"]["outputs"]) == 12 and len(json.dumps(got["large"])) > 2048

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,8 @@ def referenced_ids(node: Any) -> set[str]:
             ids.add(value)
         elif key == "Fn::GetAtt":
             ids.add(value[0] if isinstance(value, list) else value.split(".")[0])
+        elif key == "Fn::Sub" and isinstance(value, str):
+            ids |= {name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", value)}
         else:
             ids |= referenced_ids(value)
     return ids
@@ -100,7 +103,7 @@ def test_cfn_lint_finds_nothing(which, cfn):
 def test_translation_yields_the_expected_resources(cfn):
     assert sorted(res["Type"] for res in cfn["Resources"].values()) == sorted([
         "AWS::Lambda::Function", "AWS::Lambda::Url", "AWS::IAM::Role", "AWS::Lambda::EventSourceMapping",
-        "AWS::SQS::Queue", "AWS::SQS::Queue", "AWS::SQS::Queue",
+        "AWS::SQS::Queue", "AWS::SQS::Queue", "AWS::SQS::Queue", "AWS::S3::Bucket",
     ])
 
 
@@ -127,6 +130,7 @@ def test_environment(cfn):
     assert variables == {
         "MODEL_BUNDLE": "/var/task/model.bundle",
         "RESULTS_QUEUE_URL": {"Ref": "ResultsQueue"},
+        "RESULTS_BUCKET": {"Ref": "ResultsBucket"},
         "LOG_LEVEL": {"Ref": "LogLevel"},
     }
 
@@ -173,18 +177,33 @@ def test_poison_messages_go_to_a_long_lived_dlq(cfn):
     assert dlq_retention > queue.get("MessageRetentionPeriod", DEFAULT_SQS_RETENTION)
 
 
-def test_send_permission_is_scoped_to_the_results_queue(cfn):
+def test_write_permissions_are_scoped_to_the_results_queue_and_bucket(cfn):
     role = only(cfn, "AWS::IAM::Role")
     # Neither managed policy grants sqs:SendMessage (Basic: logs; SQS execution: receive/delete/attributes).
     assert sorted(role["ManagedPolicyArns"]) == sorted([BASIC_EXECUTION, SQS_EXECUTION])
     statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
     sqs_statements = [s for s in statements if any(a.lower().startswith("sqs:") for a in statement_actions(s))]
     assert sqs_statements, "no inline SQS statement: the function could not write results"
+    sqs_actions = set()
     for statement in sqs_statements:
         assert statement["Effect"] == "Allow"
-        assert all(a.lower().startswith("sqs:sendmessage") for a in statement_actions(statement)), statement
+        sqs_actions |= {a.lower() for a in statement_actions(statement)}
         assert statement["Resource"] != "*"
         assert referenced_ids(statement["Resource"]) == {"ResultsQueue"}, statement["Resource"]
+    # sends results; reads the queue's MaximumMessageSize and FifoQueue once at init
+    assert sqs_actions == {"sqs:sendmessage*", "sqs:getqueueattributes"}
+    s3_statements = [s for s in statements if any(a.lower().startswith("s3:") for a in statement_actions(s))]
+    assert {a for s in s3_statements for a in statement_actions(s)} == {"s3:PutObject", "s3:ListBucket"}
+    for statement in s3_statements:
+        assert referenced_ids(statement["Resource"]) == {"ResultsBucket"}, statement["Resource"]
+    put = next(s for s in s3_statements if "s3:PutObject" in statement_actions(s))
+    assert "/hf-lambda-results/*" in json.dumps(put["Resource"])  # only the claim-check prefix
+
+
+def test_results_bucket_is_private_and_expires_objects(cfn):
+    bucket = cfn["Resources"]["ResultsBucket"]["Properties"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert [r["ExpirationInDays"] for r in bucket["LifecycleConfiguration"]["Rules"]] == [14]
 
 
 # --- outputs --------------------------------------------------------------------------------------
@@ -195,6 +214,7 @@ def test_outputs(cfn):
         "FunctionUrl": {"Fn::GetAtt": ["ModelFunctionUrl", "FunctionUrl"]},
         "InputQueueUrl": {"Ref": "InputQueue"},
         "ResultsQueueUrl": {"Ref": "ResultsQueue"},
+        "ResultsBucketName": {"Ref": "ResultsBucket"},
         "DeadLetterQueueUrl": {"Ref": "DeadLetterQueue"},
     }
     assert resources_of_type(cfn, "AWS::Lambda::Url") == {"ModelFunctionUrl": cfn["Resources"]["ModelFunctionUrl"]}
