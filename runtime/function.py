@@ -16,14 +16,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.batch import Answered, Failed, batch_response, process_records
+from runtime.batch import Answered, BatchRun, Failed, Outcome
+from runtime.deadline import Deadline
 from runtime.errors import BundleCorruptError, MethodNotAllowedError, RequestError, as_request_error
 from runtime.events import EventKind, HttpEvent, SqsRecord, classify
 from runtime.golden import GoldenCheck
 from runtime.logs import InvocationLog, get_logger, log_invocation
 from runtime.predictor import Predictor
 from runtime.request import decode_json, parse_payload
-from runtime.responses import ServedBy, envelope, http_error, http_response, timing_headers
+from runtime.responses import ServedBy, envelope, error_body, http_error, http_response, timing_headers
 from runtime.routes import Reply, Router
 from runtime.settings import Settings, set_library_environment
 from runtime.sinks import Result, ResultSink, open_sink
@@ -130,7 +131,7 @@ class Function:
         kind = classify(event)
         started = time.perf_counter_ns()
         if kind is EventKind.SQS:
-            answer = self._sqs(event, request_id, cold)
+            answer = self._sqs(event, request_id, context, cold)
         elif kind is EventKind.DIRECT:
             answer = self._direct(event, request_id, cold)
         else:
@@ -195,42 +196,59 @@ class Function:
         response = http_response(200, body, request_id, timing_headers(when))
         return _Answer(response, "200", when, prediction.request_ms, prediction.inference_ms)
 
-    def _sqs(self, event: dict[str, Any], request_id: str, cold: bool) -> _Answer:
+    def _sqs(self, event: dict[str, Any], request_id: str, context: Any, cold: bool) -> _Answer:
         records = [SqsRecord(r) for r in event.get("Records", [])]
-        outcomes = process_records(records, self.predictor, self.settings.limits, self.logger)
-        groups = {r.message_id: r.message_group_id for r in records}
-        results = [
-            Result(
-                o.message_id,
-                envelope(
-                    self.served,
-                    o.prediction,
-                    o.outputs,
-                    request_id=request_id,
-                    cold=cold,
-                    batch_records=o.batch_records,
-                ),
-                groups[o.message_id],
-            )
-            for o in outcomes
-            if isinstance(o, Answered)
-        ]
-        failed = {o.message_id for o in outcomes if isinstance(o, Failed)}
-        failed |= self.sink.send(results) if results else set()
-        response = batch_response(records, failed)
-        # records of one forward pass share its request_ms: count each pass once
-        passes = {id(o.prediction.request_ms): o.prediction for o in outcomes if isinstance(o, Answered)}.values()
-        inference = round(sum(p.inference_ms for p in passes), 3) if passes else None
+        run = BatchRun(
+            records, self.settings.limits, self.logger, error_results=self.settings.sqs_error_results == "deliver"
+        )
+        deadline = Deadline(context, self.settings.deadline_margin_ms)
+        inference = 0.0
+        ran = False
+        for chunk in run.chunks(self.settings.max_batch_items):
+            if not deadline.allows_next():
+                deferred = run.defer_rest(chunk, deadline.describe())
+                self.logger.warning(
+                    "records not started: the invocation's time is nearly up; they return to the queue",
+                    extra={"fields": {"records": deferred, **deadline.fields()}},
+                )
+                break
+            with deadline.chunk():
+                outcomes = run.in_order(run.predict(chunk, self.predictor))
+                results = [self._result(o, request_id, cold, run) for o in outcomes]
+                sent = [r for r in results if r is not None]
+                run.settle(outcomes, self.sink.send(sent) if sent else set())
+            passes = {id(o.prediction.request_ms): o.prediction for o in outcomes if isinstance(o, Answered)}
+            inference += sum(p.inference_ms for p in passes.values())
+            ran = ran or bool(passes)
+        response = run.response()
         failures = len(response["batchItemFailures"])
+        inference_ms = round(inference, 3) if ran else None
         return _Answer(
             response,
             f"{failures} failed of {len(records)}",
             {},
-            {"inference": inference} if inference is not None else {},
-            inference,
+            {"inference": inference_ms} if inference_ms is not None else {},
+            inference_ms,
             errors=failures,
             records=len(records),
         )
+
+    def _result(self, outcome: Outcome, request_id: str, cold: bool, run: BatchRun) -> Result | None:
+        """The message to deliver for an outcome: an answer, an error result (SQS_ERROR_RESULTS=deliver), or none."""
+        group = run.group_of(outcome.message_id)
+        if isinstance(outcome, Answered):
+            body = envelope(
+                self.served,
+                outcome.prediction,
+                outcome.outputs,
+                request_id=request_id,
+                cold=cold,
+                batch_records=outcome.batch_records,
+            )
+            return Result(outcome.message_id, body, group)
+        if isinstance(outcome, Failed) and run.reportable(outcome):
+            return Result(outcome.message_id, error_body(outcome.error, request_id), group)
+        return None
 
     def _failed(self, response: Any, status: str, error: RequestError, timer: StageTimer) -> _Answer:
         stages = timer.as_ms()

@@ -31,6 +31,10 @@ class Settings:
     model_bundle: str  # MODEL_BUNDLE: the bundle file; default $LAMBDA_TASK_ROOT/model.bundle
     results_queue_url: str | None = None  # RESULTS_QUEUE_URL: SQS results go here; unset -> to the log
     results_bucket: str | None = None  # RESULTS_BUCKET: results too large for the queue (or a log line) go here
+    sqs_error_results: str = (
+        "fail"  # SQS_ERROR_RESULTS: a record that can never succeed (4xx): fail (retry, DLQ) | deliver
+    )
+    deadline_margin_ms: int = 2000  # DEADLINE_MARGIN_MS: SQS chunks start only with this much time to spare
     engine: str = "auto"  # ENGINE: auto (the bundle's own) | torch | onnxruntime
     device: str = "auto"  # DEVICE: auto (cuda when present) | cpu | cuda | cuda:N
     cuda_dtype: str = "float16"  # CUDA_DTYPE: float16 | bfloat16 | float32 compute on a GPU (CPU is always fp32)
@@ -76,6 +80,8 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.cuda_dtype not in ("float16", "bfloat16", "float32"):
             raise SettingsError(f"CUDA_DTYPE={settings.cuda_dtype!r}; use float16, bfloat16 or float32")
+        if settings.sqs_error_results not in ("fail", "deliver"):
+            raise SettingsError(f"SQS_ERROR_RESULTS={settings.sqs_error_results!r}; use fail or deliver")
         if settings.max_batch_items < 1:
             raise SettingsError("MAX_BATCH_ITEMS must be at least 1")
         if settings.torch_implementation not in TORCH_IMPLEMENTATIONS:

@@ -175,3 +175,32 @@ def test_a_result_too_large_for_the_results_queue_reaches_a_consumer_through_s3(
     got = {json.loads(m["Body"])["messageId"]: json.loads(m["Body"]) for m in receive_until(consumer, results_url, 3, timeout_s=2)}
     assert sorted(got) == ["large", "small"]
     assert len(got["large"]["outputs"]) == 12 and len(json.dumps(got["large"])) > 2048
+
+
+def test_a_batch_longer_than_the_timeout_returns_unstarted_records_and_computes_none_twice(
+        endpoint: str, sqs: Any, tiny_bundle: Callable[..., Path]) -> None:
+    """Through the RIE: a 20 s function timeout with DEADLINE_MARGIN_MS 19.5 s leaves each invocation 0.5 s for 6
+    records of 100 generated tokens each (whatever this machine's speed, they cannot all fit; the RIE counts init in
+    the first invocation's time, hence not simply a short timeout). Results go out chunk by chunk; before each chunk
+    the function checks get_remaining_time_in_millis against the longest chunk + the margin and returns the records
+    it cannot start. No invocation times out, every record ends with exactly one result, none in the DLQ."""
+    queues = create_queues(sqs, prefix=f"deadline{uuid.uuid4().hex[:12]}", max_receive_count=10,
+                           visibility_timeout_s=3)  # outlasts one invocation (about 1 s)
+    bodies = [json.dumps({"inputs": f"prompt {i}", "parameters": {"max_new_tokens": 100}}) for i in range(6)]
+    ids = send(sqs, queues.input_url, bodies)
+    env = {**function_env(endpoint, results_queue_url=queues.results_url),
+           "MODEL_BUNDLE": str(tiny_bundle("llama", "text-generation")),
+           "MAX_BATCH_ITEMS": "1",  # one record per chunk: the deadline is checked between records
+           "DEADLINE_MARGIN_MS": "19500"}
+    with RieFunction("handler.handler", env=env, timeout_s=20) as fn:
+        assert fn.invoke({"inputs": "warm up", "parameters": {"max_new_tokens": 2}}).ok  # init is not the batch's
+        esm = EventSourceMapping(sqs, queues.input_url, fn.invoke)
+        report = esm.run_until_drained(timeout_s=150)
+        logs = fn.logs
+
+    results = Counter(json.loads(m["Body"])["messageId"] for m in drain_queue(sqs, queues.results_url))
+    assert drain_queue(sqs, queues.dlq_url) == []
+    assert results == Counter(ids)  # every record, exactly once
+    assert report.whole_batch_failures == 0  # no invocation ran past its timeout
+    assert any(o.kept for o in report.outcomes), "no batch was cut short: the test did not exercise the deadline"
+    assert "records not started" in logs
