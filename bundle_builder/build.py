@@ -18,6 +18,7 @@ from bundle_builder.sources import Source, read_source
 from bundle_builder.verify import VerifyReport, verify_bundle
 from runtime.bundle import FORMAT, FORMAT_VERSION, write_bundle
 from runtime.engines import ENGINES
+from runtime.manifest_checks import usable_positions
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -45,9 +46,8 @@ def force_offline() -> None:
 
 
 def _max_length(source: Source, tokenizer: Any, requested: int | None) -> int:
-    cap = source.config.get("max_position_embeddings") or source.config.get("n_positions") or 10**9
-    if source.model_type in ("roberta", "xlm-roberta", "camembert"):
-        cap -= 2  # positions start after padding_idx
+    positions = usable_positions(source.config)  # the limit the runtime checks the manifest against
+    cap = positions[0] if positions else 10**9
     candidates = [cap]
     if source.st_max_seq_length:  # sentence-transformers truncates there, whatever the tokenizer's own limit
         candidates.append(source.st_max_seq_length)
@@ -160,6 +160,7 @@ def build_bundle(
     quantize: str | None = None,
     floors: Floors | None = None,
     budget: bool = False,
+    no_golden: bool = False,
     progress: bool = False,
 ) -> BuildResult:
     """Build, write and verify a bundle from a local model folder.
@@ -180,6 +181,9 @@ def build_bundle(
         floors: what an int8 bundle must keep of the fp32 outputs (default Floors()); below them the build refuses.
         budget: measure the deployment budget (memory, timeout, batch size; bundle_builder.budget) in a fresh
             process and record it in the manifest (the CLI does unless --no-budget).
+        no_golden: the golden examples prove the build (engine choice, verify, budget), then the bundle keeps none
+            and records "no_golden": the function starts without its canary and `verify` replays nothing. Without
+            this flag the runtime refuses a bundle that has no golden examples.
         progress: show progress bars.
 
     Returns:
@@ -218,6 +222,7 @@ def build_bundle(
                 quantize=quantize,
                 floors=floors,
                 budget=budget,
+                no_golden=no_golden,
                 progress=progress,
             )
     if src is None:  # excluded by the either/or check above
@@ -313,6 +318,9 @@ def build_bundle(
         steps.set_postfix_str("measuring the deployment budget")
         record = measure_budget(out, Path(__file__).resolve().parents[1])
         contents.manifest["budget"] = record
+    if no_golden:
+        contents.manifest.update(golden=[], no_golden=True)
+    if budget or no_golden:
         sha = write_bundle(out, manifest=contents.manifest, tensors=state, files=contents.files)
     steps.close()
     return BuildResult(

@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--no-budget", action="store_true", help="skip measuring the deployment budget (memory, timeout, batch size)"
     )
+    build.add_argument(
+        "--no-golden",
+        action="store_true",
+        help="keep no golden examples in the bundle (they still prove the build): no init canary, and `inspect` says so",
+    )
     inspect = sub.add_parser("inspect", help="show what a bundle holds")
     inspect.add_argument("bundle")
     inspect.add_argument("--json", action="store_true", help="one JSON object instead of text")
@@ -83,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 quantize=args.quantize,
                 floors=Floors(args.min_cosine, args.mean_cosine, args.min_top1),
                 budget=not args.no_budget,
+                no_golden=args.no_golden,
                 progress=not args.quiet,
             )
             if result.budget is not None:
@@ -94,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, sha256 {result.sha256}); "
                 f"verified {result.verify.examples} golden examples: {result.verify.describe()}"
+                + ("; the bundle keeps none (--no-golden: no init canary)" if args.no_golden else "")
             )
+            print(f"MODEL_BUNDLE_SHA256={result.sha256}")  # pin it in the function's configuration (README)
         elif args.command == "inspect":
             from bundle_builder.summary import render, summarize
 

@@ -36,6 +36,7 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
         "versions": dict(m.versions),
         "files": bundle.file_names,
         "golden": [{"input": g.input, "output": _short(g.output)} for g in m.golden],
+        "no_golden": m.no_golden,
     }
     if m.labels:
         out["labels"] = list(m.labels)
@@ -106,7 +107,10 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"  pooling       {'+'.join(p['modes'])}{head}, normalize={p['normalize']}")
         if p["prompts"]:
             lines.append(f"  prompts       {p['prompts']} (default: {p['default_prompt_name']})")
-    lines.append("  golden examples")
+    if info["no_golden"] and not info["golden"]:
+        lines.append("  golden examples  none: built with --no-golden (no init canary)")
+    else:
+        lines.append("  golden examples")
     for g in info["golden"]:
         lines.append(f"    {g['input']!r} -> {g['output']}")
     return "\n".join(lines)

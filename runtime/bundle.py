@@ -295,9 +295,13 @@ def _read_checked(path: Path, f: BinaryIO, verify_hash: bool) -> Bundle:
         )
     try:
         header = json.loads(f.read(header_len))
-        data_bytes = int(header["data_bytes"])
-    except (ValueError, KeyError, TypeError) as e:
+    except ValueError as e:
         raise BundleCorruptError(f"{path} has a corrupt header ({e}); rebuild the bundle") from None
+    data_bytes = header.get("data_bytes") if isinstance(header, dict) else None
+    if not _is_count(data_bytes):
+        raise BundleCorruptError(
+            f"{path} has a corrupt header: field 'data_bytes' is {data_bytes!r}, not a byte count; rebuild the bundle"
+        )
     expected = data_start + data_bytes + _DIGEST_BYTES
     if size != expected:
         what = "truncated" if size < expected else "longer than its header says"
@@ -306,8 +310,8 @@ def _read_checked(path: Path, f: BinaryIO, verify_hash: bool) -> Bundle:
         )
     if header.get("format") != FORMAT or header.get("format_version") != version:
         raise BundleCorruptError(
-            f"{path} header names format {header.get('format')!r} version {header.get('format_version')!r}, "
-            f"expected {FORMAT!r} version {version}; the file is corrupt"
+            f"{path} header fields 'format' and 'format_version' are {header.get('format')!r} and "
+            f"{header.get('format_version')!r}, expected {FORMAT!r} and {version}; the file is corrupt"
         )
     mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     stored = mapped[size - _DIGEST_BYTES :].hex()

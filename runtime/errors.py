@@ -5,7 +5,8 @@ ServingError                      base: everything the function raises on purpos
 │   ├── BundleNotFoundError       no file at MODEL_BUNDLE, or it is a directory
 │   ├── NotABundleError           wrong magic: another kind of file (a pickle, a zip, text)
 │   ├── BundleVersionError        a format version this runtime does not read
-│   └── BundleCorruptError        truncated, bad header, or content hash mismatch
+│   ├── BundleCorruptError        truncated, bad header or manifest field, or content hash mismatch
+│   └── BundlePinError            intact, but not the bundle MODEL_BUNDLE_SHA256 pins
 └── RequestError                  one request was wrong: answered, the process keeps serving
     ├── InvalidInputError         400: bad JSON, missing/ill-typed "inputs"
     ├── RouteNotFoundError        404: an HTTP path this function has no route for
@@ -47,6 +48,10 @@ class BundleVersionError(BundleError):
 
 class BundleCorruptError(BundleError):
     pass
+
+
+class BundlePinError(BundleError):
+    """The bundle is intact but its SHA-256 is not the one MODEL_BUNDLE_SHA256 pins (replaced, e.g. in a layer)."""
 
 
 class RequestError(ServingError):

@@ -92,7 +92,7 @@ class Function:
             canary = predictor.check_golden(limit=1)
             if not canary.ok:
                 raise BundleCorruptError(
-                    f"canary failed: the first golden example of {settings.model_bundle} gives "
+                    f"canary failed: the first golden example ('golden[0]') of {settings.model_bundle} gives "
                     f"{canary.describe()} against the output stored at build time; the model does not "
                     "compute what it computed when it was built"
                 )

@@ -32,7 +32,12 @@ class GoldenCheck:
     ok: bool
 
     def describe(self) -> str:
+        if self is NOTHING_TO_REPLAY:
+            return "no golden examples (built with --no-golden)"
         return f"{self.metric}={self.value:.6g} (limit {self.limit:g})"
+
+
+NOTHING_TO_REPLAY = GoldenCheck("none", 0.0, 0.0, True)  # a bundle built with --no-golden: nothing can drift
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -16,7 +16,9 @@ from typing import Any
 
 from runtime.bundle import Bundle, read_bundle
 from runtime.engines import ONNX_FILE, Engine, EngineOptions, build_engine, choose_engine
+from runtime.errors import BundlePinError
 from runtime.manifest import Manifest, parse_manifest
+from runtime.manifest_checks import check_manifest
 from runtime.tokenizer import TextTokenizer
 
 __all__ = ["ONNX_FILE", "LoadedModel", "load_model"]
@@ -48,6 +50,7 @@ def load_model(
     engine: str = "auto",
     options: EngineOptions | None = None,
     verify_hash: bool = True,
+    pinned_sha256: str = "",
 ) -> LoadedModel:
     """Open a bundle, parse its manifest, and build its engine and tokenizer.
 
@@ -56,6 +59,8 @@ def load_model(
         engine: "auto" (the bundle's own), "torch" or "onnxruntime".
         options: device, dtype, threads and implementation (EngineOptions() when None: DEVICE=auto on a CPU).
         verify_hash: check the content hash (see read_bundle).
+        pinned_sha256: the SHA-256 the bundle must have (MODEL_BUNDLE_SHA256, any case); "" pins nothing. A pin
+            implies the content check: the trailing hash alone is whatever the file's writer put there.
 
     Returns:
         LoadedModel; `phases_ms` times "read_bundle", the engine's phases (torch: "import_torch", "load_weights",
@@ -64,7 +69,8 @@ def load_model(
 
     Raises:
         BundleError subclasses when the file is unusable or the engine cannot serve it (EngineError: the engine
-        cannot serve the bundle or the device; BundleCorruptError: a manifest field is missing or malformed).
+        cannot serve the bundle or the device; BundleCorruptError: a manifest field is missing, malformed or does not
+        fit the model; BundlePinError: the bundle is not the pinned one).
     """
     options = options or EngineOptions()
     phases: dict[str, float] = {}
@@ -78,8 +84,16 @@ def load_model(
             phases[name] = phases.get(name, 0.0) + (time.perf_counter_ns() - t0) / 1e6
 
     with phase("read_bundle"):
-        bundle = read_bundle(Path(path), verify_hash=verify_hash)
+        bundle = read_bundle(Path(path), verify_hash=verify_hash or bool(pinned_sha256))
+        if pinned_sha256 and bundle.sha256 != pinned_sha256.lower():
+            raise BundlePinError(
+                f"{bundle.path} has SHA-256 {bundle.sha256}, but MODEL_BUNDLE_SHA256 pins {pinned_sha256.lower()}: it "
+                "is not the bundle this function was deployed with. Deploy the pinned bundle, or set "
+                "MODEL_BUNDLE_SHA256 to the new bundle's hash (`bundle_builder build` prints it, "
+                "`bundle_builder inspect` shows it)"
+            )
         manifest = parse_manifest(bundle.manifest, str(bundle.path))
+        check_manifest(bundle, manifest)
     name = choose_engine(engine, manifest, bundle.has_file(ONNX_FILE))
     built = build_engine(name, bundle, manifest, options, phase)
     with phase("tokenizer"):

@@ -11,7 +11,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from runtime.bundle import FORMAT
+from runtime.engines import ENGINES
 from runtime.errors import BundleCorruptError
+from runtime.golden import PRECISION_ORDER
+from runtime.tasks import TASKS
 
 T = TypeVar("T")
 
@@ -99,6 +103,7 @@ class Manifest:
     max_length: int
     tokenizer: TokenizerManifest
     golden: tuple[GoldenExample, ...]
+    no_golden: bool = False  # built with --no-golden: no examples on purpose, so no canary and no replay
     engine: str = "torch"  # the engine the bundle was built for (ENGINE=auto picks it)
     engines: tuple[str, ...] = ()  # the engines whose weights it holds; () in bundles older than the field
     engine_choice: Mapping[str, Any] | None = None  # how the build chose `engine`: measured p50s and the reason
@@ -123,9 +128,7 @@ class _Fields:
         self.raw = raw
 
     def bad(self, name: str, why: str, value: Any) -> BundleCorruptError:
-        return BundleCorruptError(
-            f"{self.where}: manifest field {name!r} {why}, got {_short(value)}; rebuild the bundle with bundle_builder"
-        )
+        return field_error(self.where, name, why, value)
 
     def get(self, key: str, check: Callable[[Any], bool], why: str, default: Any = ...) -> Any:
         name = f"{self.path}.{key}" if self.path else key
@@ -164,8 +167,24 @@ class _Fields:
         )
         return tuple(value)
 
+    def members(self, key: str, choices: tuple[str, ...], default: Any = ...) -> Any:
+        value = self.get(
+            key,
+            lambda v: isinstance(v, list) and all(x in choices for x in v),
+            f"must be a list of {list(choices)}",
+            default,
+        )
+        return tuple(value)
+
     def child(self, key: str) -> _Fields:
         return _Fields(self.where, f"{self.path}.{key}" if self.path else key, self.obj(key))
+
+
+def field_error(where: str, name: str, why: str, value: Any, fix: str = "") -> BundleCorruptError:
+    """ "<bundle>: manifest field 'name' <why>, got <value>; rebuild the bundle with bundle_builder<fix>"."""
+    return BundleCorruptError(
+        f"{where}: manifest field {name!r} {why}, got {_short(value)}; rebuild the bundle with bundle_builder{fix}"
+    )
 
 
 def parse_manifest(raw: Any, where: str) -> Manifest:
@@ -179,21 +198,15 @@ def parse_manifest(raw: Any, where: str) -> Manifest:
         BundleCorruptError: a field is missing or has the wrong type; the message names it.
     """
     m = _Fields(where, "", raw)
-    task = m.text("task")
+    m.choice("format", (FORMAT,), None)  # the builder's copy of the header's format
+    task = m.choice("task", tuple(TASKS))
     tok = m.child("tokenizer")
     tokenizer = TokenizerManifest(
         max_length=tok.integer("max_length", 1),
         pad_token=tok.text("pad_token", None),
         pad_id=tok.integer("pad_id", 0, None),
         padding_side=tok.choice("padding_side", PADDING_SIDES, "right"),
-        model_input_names=tuple(
-            tok.get(
-                "model_input_names",
-                lambda v: isinstance(v, list) and all(n in MODEL_INPUTS for n in v),
-                f"must be a list of {list(MODEL_INPUTS)}",
-                ["input_ids", "attention_mask"],
-            )
-        ),
+        model_input_names=tok.members("model_input_names", MODEL_INPUTS, ["input_ids", "attention_mask"]),
     )
     golden = m.get("golden", lambda v: isinstance(v, list), "must be a list of examples")
     examples = []
@@ -214,12 +227,13 @@ def parse_manifest(raw: Any, where: str) -> Manifest:
         model_type=m.text("model_type", ""),
         architecture=m.text("architecture", ""),
         auto_class=m.text("auto_class"),
-        dtype=m.text("dtype"),
+        dtype=m.choice("dtype", PRECISION_ORDER),
         max_length=m.integer("max_length", 1),
         tokenizer=tokenizer,
         golden=tuple(examples),
-        engine=m.text("engine", "torch"),
-        engines=m.strings("engines", []),
+        no_golden=m.flag("no_golden", False),
+        engine=m.choice("engine", tuple(ENGINES), "torch"),
+        engines=m.members("engines", tuple(ENGINES), []),
         engine_choice=m.obj("engine_choice", None),
         quantization=m.obj("quantization", None),
         budget=m.obj("budget", None),

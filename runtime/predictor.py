@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.errors import InputTooLongError
-from runtime.golden import GoldenCheck, coarser
+from runtime.errors import BundleCorruptError, InputTooLongError, RequestError
+from runtime.golden import NOTHING_TO_REPLAY, GoldenCheck, coarser
 from runtime.loader import LoadedModel, load_model
 from runtime.prediction import Prediction
 from runtime.settings import Settings
@@ -37,6 +37,7 @@ class Predictor:
             engine=settings.engine,
             options=settings.engine_options(),
             verify_hash=settings.verify_bundle_hash if verify_hash is None else verify_hash,
+            pinned_sha256=settings.model_bundle_sha256,
         )
         return cls(model, make_task(model, settings), max_batch=settings.max_batch_items)
 
@@ -116,11 +117,26 @@ class Predictor:
         return StageTimer(cuda=self.model.device.startswith("cuda"))
 
     def check_golden(self, *, limit: int | None = None) -> GoldenCheck:
-        """Replay the bundle's golden examples (the first `limit`) and compare with the stored outputs."""
+        """Replay the bundle's golden examples (the first `limit`) and compare with the stored outputs.
+
+        Raises:
+            BundleCorruptError: an example this task cannot replay or compare; the message names it (golden[i]).
+        """
         examples = self.model.manifest.golden[:limit]
-        actual = [self.predict([ex.input], ex.parameters).outputs[0] for ex in examples]
+        if not examples:  # only a bundle built with --no-golden gets here (manifest_checks refuses the others)
+            return NOTHING_TO_REPLAY
         # Drift allowed for the lower of the storage and the compute precision (fp32 weights computed in bf16 on a GPU).
         precision = coarser(self.model.manifest.dtype, self.model.dtype)
+        actual = []
+        for i, ex in enumerate(examples):
+            try:
+                actual.append(self.predict([ex.input], ex.parameters).outputs[0])
+                self.task.compare([ex.output], actual[-1:], precision)  # a stored output of the wrong shape fails here
+            except (RequestError, TypeError, KeyError, ValueError, IndexError, AttributeError) as e:
+                raise BundleCorruptError(
+                    f"{self.model.bundle.path}: manifest field 'golden[{i}]' cannot be replayed "
+                    f"({type(e).__name__}: {e}); rebuild the bundle with bundle_builder"
+                ) from None
         return self.task.compare([ex.output for ex in examples], actual, precision)
 
     def describe_model(self) -> dict[str, Any]:

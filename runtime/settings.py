@@ -7,6 +7,7 @@ them (for libraries that can be configured no other way).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -40,6 +41,7 @@ class Settings:
     cuda_dtype: str = "float16"  # CUDA_DTYPE: float16 | bfloat16 | float32 compute on a GPU (CPU is always fp32)
     num_threads: int = 0  # NUM_THREADS: torch intra-op threads; 0 -> the CPUs this process may use
     verify_bundle_hash: bool = True  # VERIFY_BUNDLE_HASH: recompute the SHA-256 at init (~0.1 s / 100 MB)
+    model_bundle_sha256: str = ""  # MODEL_BUNDLE_SHA256: the bundle's SHA-256 must be this (hex); "" -> not pinned
     canary: bool = True  # CANARY: run a golden example at init and refuse to start if it drifted
     max_body_bytes: int = 1_000_000  # MAX_BODY_BYTES: HTTP body limit -> 413 (Lambda's own cap is 6 MB)
     max_batch_items: int = 32  # MAX_BATCH_ITEMS: inputs per request -> 413; also the forward-pass batch size
@@ -88,6 +90,11 @@ class Settings:
             raise SettingsError(
                 f"TORCH_IMPLEMENTATION={settings.torch_implementation!r} is not an implementation; "
                 f"choose {' or '.join(TORCH_IMPLEMENTATIONS)}"
+            )
+        if settings.model_bundle_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", settings.model_bundle_sha256):
+            raise SettingsError(
+                f"MODEL_BUNDLE_SHA256={settings.model_bundle_sha256!r} is not a SHA-256: give the 64 hex digits that "
+                "`bundle_builder build` prints (or leave it empty: not pinned)"
             )
         return settings
 

@@ -50,3 +50,21 @@ def new_function(bundle: Path, **env: str) -> Any:
     from runtime.settings import Settings
 
     return Function.load(Settings.from_env({"MODEL_BUNDLE": str(bundle), **env}))
+
+
+def rehash_header(raw: bytes, mutate: Any) -> bytes:
+    """A bundle's bytes with its header JSON changed by `mutate(header)` and a *valid* trailing digest: what a buggy
+    or hostile builder could write. Every check but the changed field passes. The layout is re-stated here on purpose
+    (magic, version, reserved, header length; JSON padded with spaces to 64 bytes; SHA-256 of all before it)."""
+    import hashlib
+    import struct
+
+    preamble = struct.Struct("<8sIIQ")
+    magic, version, _, header_len = preamble.unpack_from(raw, 0)
+    data_start = preamble.size + header_len
+    header = json.loads(raw[preamble.size : data_start])
+    mutate(header)
+    header_raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    header_raw += b" " * ((-(preamble.size + len(header_raw))) % 64)
+    body = preamble.pack(magic, version, 0, len(header_raw)) + header_raw + raw[data_start:-32]
+    return body + hashlib.sha256(body).digest()

@@ -28,6 +28,7 @@ from runtime.errors import (
     BundleVersionError,
     NotABundleError,
 )
+from support import rehash_header
 
 PREAMBLE = struct.Struct("<8sIIQ")
 TENSORS = {
@@ -73,12 +74,7 @@ def sniff_hint(path: Path) -> str:
 def rehashed(good: Parsed, mutate: Callable[[dict[str, Any]], None]) -> bytes:
     """The good bundle with its header changed by `mutate` and a *valid* digest: what a buggy or hostile builder
     could write. Only the entry checks stand between such a header and the data."""
-    header = json.loads(json.dumps(good.header))
-    mutate(header)
-    header_raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    header_raw += b" " * ((-(PREAMBLE.size + len(header_raw))) % 64)
-    body = PREAMBLE.pack(MAGIC, good.version, 0, len(header_raw)) + header_raw + good.raw[good.data_start : -32]
-    return body + hashlib.sha256(body).digest()
+    return rehash_header(good.raw, mutate)
 
 
 # --- truncated and over-long files ------------------------------------------------------------------------------
@@ -441,8 +437,8 @@ def test_header_naming_another_format_is_refused(tmp_path: Path, good: Parsed) -
     with pytest.raises(BundleCorruptError) as info:
         read_bundle(path)
     assert str(info.value) == (
-        f"{path} header names format 'safetensors' version 1, expected 'hf-lambda-bundle' version 1; "
-        "the file is corrupt"
+        f"{path} header fields 'format' and 'format_version' are 'safetensors' and 1, expected 'hf-lambda-bundle' "
+        "and 1; the file is corrupt"
     )
 
 

@@ -132,7 +132,37 @@ def test_environment(cfn):
         "RESULTS_QUEUE_URL": {"Ref": "ResultsQueue"},
         "RESULTS_BUCKET": {"Ref": "ResultsBucket"},
         "LOG_LEVEL": {"Ref": "LogLevel"},
+        "MODEL_BUNDLE_SHA256": {"Ref": "ModelBundleSha256"},
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "allowed"),
+    [
+        ("", True),
+        ("0123456789abcdef" * 4, True),
+        ("0123456789ABCDEF" * 4, True),
+        ("0" * 63, False),
+        ("g" * 64, False),
+        ("sha256:" + "0" * 64, False),
+    ],
+    ids=["empty", "lower", "upper", "63", "not-hex", "prefixed"],
+)
+def test_bundle_pin_is_a_parameter_unpinned_by_default(cfn, value, allowed):
+    """What CloudFormation lets through is what runtime/settings.py accepts (a SHA-256, any case, or nothing)."""
+    import re
+
+    from runtime.settings import Settings, SettingsError
+
+    parameter = cfn["Parameters"]["ModelBundleSha256"]
+    assert parameter["Type"] == "String" and parameter["Default"] == ""
+    assert bool(re.fullmatch(parameter["AllowedPattern"].strip("^$"), value)) is allowed
+    try:
+        Settings.from_env({"MODEL_BUNDLE": "m.bundle", "MODEL_BUNDLE_SHA256": value})
+    except SettingsError:
+        assert not allowed
+    else:
+        assert allowed
 
 
 def test_function_url_requires_iam(cfn):

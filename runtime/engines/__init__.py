@@ -48,6 +48,10 @@ class Engine(Protocol):
         """(B, T) int64 arrays -> last_hidden_state (B, T, H) or logits (B, L), float32 on the host."""
         ...
 
+    def output_width(self) -> int | None:
+        """L of logits (B, L), as the loaded weights or graph fix it (one per label); None for hidden states."""
+        ...
+
 
 @dataclass(frozen=True)
 class EngineOptions:

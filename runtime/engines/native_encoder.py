@@ -232,6 +232,7 @@ class SequenceClassifier(nn.Module):
     def __init__(self, c: EncoderConfig, num_labels: int) -> None:
         super().__init__()
         self.family = c.family
+        self.num_labels = num_labels  # the logits' width, as the loaded head's tensors have it
         setattr(self, c.family, Encoder(c, pooler=c.family == "bert"))  # "bert." / "roberta." / "distilbert." names
         H = c.hidden
         if c.family == "roberta":

@@ -35,6 +35,10 @@ class OnnxEngine:
         """
         return self._session.run(self._outputs, {name: batch[name] for name in self._inputs})[0]
 
+    def output_width(self) -> int | None:
+        shape = self._session.get_outputs()[0].shape  # logits: ["batch", L]; hidden states: 3 axes
+        return shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
+
 
 def _initializers(bundle: Bundle, ort: Any) -> tuple[list[str], list[Any]]:
     """The graph's weights, stored once as bundle tensors ("onnx/<initializer name>") and handed to ORT as views of

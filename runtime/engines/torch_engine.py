@@ -54,6 +54,13 @@ class TorchEngine:
                 out = getattr(out, self._output)
             return out.float().cpu().numpy()
 
+    def output_width(self) -> int | None:
+        if self._output != "logits":
+            return None
+        # both implementations size the head from config.json and load its tensors strictly, shapes checked
+        width = getattr(getattr(self.model, "config", self.model), "num_labels", None)
+        return width if isinstance(width, int) else None
+
 
 def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Phase) -> BuiltEngine:
     """Build the model without random init and assign the memory-mapped tensors (cast only when dtypes differ).

@@ -16,6 +16,7 @@ import numpy as np
 from runtime.errors import InputTooLongError, InvalidInputError
 from runtime.golden import GoldenCheck, max_label_score_diff
 from runtime.loader import LoadedModel
+from runtime.manifest import field_error
 from runtime.settings import Settings
 from runtime.tasks import Chunk, text_only
 from runtime.tasks import params as p
@@ -42,6 +43,14 @@ class ClassificationTask:
         self.engine = model.engine
         self.tokenizer = model.tokenizer
         self.labels: list[str] = list(m.labels)
+        width = model.engine.output_width()
+        if width is not None and width != len(self.labels):
+            raise field_error(
+                str(model.bundle.path),
+                "labels",
+                f"must name one label per logit: the model's classifier outputs {width}",
+                self.labels,
+            )
         self.max_length = m.tokenizer.max_length
         multi = m.problem_type == "multi_label_classification" or len(self.labels) == 1
         self.default_function = "sigmoid" if multi else "softmax"
