@@ -65,12 +65,14 @@ class Predictor:
         first_token_ms: float | None = None
         truncated: list[int] = []
         input_tokens: int | None = None
-        for indices in self._passes(inputs):
-            with timer.stage("preprocess"):
+        batches = []
+        with timer.stage("preprocess"):  # every pass is tokenised and checked (token limits, budgets) before any runs
+            for indices in self._passes(inputs):
                 try:
-                    batch = self.task.preprocess([inputs[i] for i in indices], params)
+                    batches.append((indices, self.task.preprocess([inputs[i] for i in indices], params)))
                 except InputTooLongError as e:
                     raise e.at(indices[e.index]) from None
+        for indices, batch in batches:
             with timer.stage("inference"):
                 t = time.perf_counter_ns()
                 raw = self.task.forward(batch, params)

@@ -89,10 +89,10 @@ def _check_chat(chat: list[dict[str, Any]], limits: Limits) -> None:
             m["content"].encode("utf-8")
         except UnicodeEncodeError:
             raise InvalidInputError(f"chat message {i} content is not valid UTF-8 text (lone surrogate)") from None
-    chars = sum(len(m["content"]) for m in chat)
+    chars = sum(len(m["role"]) + len(m["content"]) for m in chat)  # a template renders roles too
     if chars > limits.max_chars:
         raise PayloadTooLargeError(
-            f"the chat has {chars} characters; the limit is {limits.max_chars} (MAX_INPUT_CHARS)"
+            f"the chat has {chars} characters (roles and contents); the limit is {limits.max_chars} (MAX_INPUT_CHARS)"
         )
 
 

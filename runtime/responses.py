@@ -68,10 +68,11 @@ def envelope(
 
 def timing_headers(when: dict[str, Any]) -> dict[str, str]:
     """The timing as response headers, for routes whose body shape has no place for it. The x-*-time names and
-    meanings are Text Embeddings Inference's (milliseconds); X-Timing carries the whole "timing" object."""
+    meanings are Text Embeddings Inference's (milliseconds); X-Timing carries the whole "timing" object, and
+    X-Truncated-Inputs the indices of the inputs cut to the model's window ("1,3"; absent when none was)."""
     ms = when["request_ms"]
     compute = sum(ms.get(stage, 0.0) for stage in ("preprocess", "inference", "postprocess"))
-    return {
+    headers = {
         "x-total-time": str(ms.get("total", 0.0)),
         "x-tokenization-time": str(ms.get("preprocess", 0.0)),
         "x-inference-time": str(ms.get("inference", 0.0)),
@@ -79,6 +80,9 @@ def timing_headers(when: dict[str, Any]) -> dict[str, str]:
         "X-Cold-Start": "true" if when["cold_start"] else "false",
         "X-Timing": json.dumps(when, separators=(",", ":")),
     }
+    if when.get("truncated_inputs"):  # the inputs cut at the model's max length, for bodies with no place to say it
+        headers["X-Truncated-Inputs"] = ",".join(map(str, when["truncated_inputs"]))
+    return headers
 
 
 def http_response(status: int, body: Any, request_id: str, headers: dict[str, str] | None = None) -> HttpResponse:

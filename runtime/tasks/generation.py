@@ -25,6 +25,14 @@ from runtime.tasks.chat import ChatTemplate
 # generation_config keys that say where the config came from, not how to generate
 _VOLATILE = ("transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash")
 _SAMPLING = ("temperature", "top_p", "top_k")
+# Measured with transformers' generate(): temperature or repetition_penalty under about 1e-38 (1e-300 is 0 in float32)
+# turns the float32 scores into inf/NaN and sampling fails. 0.01 is far from that, and already greedy in effect.
+_TEMPERATURE_FLOOR = (
+    "below 0.01 sampling is greedy decoding in effect, and below about 1e-38 the float32 scores overflow"
+)
+_PENALTY_FLOOR = (
+    "below 0.01 repeated tokens' scores are scaled over 100-fold, and below about 1e-38 the float32 scores overflow"
+)
 
 
 class _FirstTokenClock:
@@ -96,8 +104,17 @@ class GenerationTask:
         if self.is_encoder_decoder and isinstance(positions, int) and positions - 1 < max_new_tokens_limit:
             self.max_new_tokens_limit, self.max_new_tokens_why = positions - 1, f"the decoder's {positions} positions"
         self.default_max_new_tokens = min(gen.default_max_new_tokens, self.max_new_tokens_limit)
-        # a prompt the tokenizer truncated at max_length may have been longer: max_length itself is never accepted
-        self.max_input_tokens = min(max_input_tokens or self.max_length, self.max_length - 1)
+        # A prompt is never cut (its end is what generate continues): over the limit it is refused with its real
+        # count. A decoder-only prompt leaves at least one of the model's positions for a new token.
+        window = self.max_length if self.is_encoder_decoder else self.max_length - 1
+        if max_input_tokens and max_input_tokens <= window:
+            self.max_input_tokens, self.max_input_tokens_why = max_input_tokens, "MAX_INPUT_TOKENS"
+        elif self.is_encoder_decoder:
+            self.max_input_tokens, self.max_input_tokens_why = window, "the model's max length"
+        else:
+            self.max_input_tokens = window
+            self.max_input_tokens_why = f"the model's {self.max_length} positions, less one for a new token"
+        self.max_generation_tokens = settings.max_generation_tokens
         self.cleanup_spaces = gen.clean_up_tokenization_spaces
         template = gen.chat_template
         self.chat = ChatTemplate(template, dict(gen.special_tokens)) if template else None
@@ -116,10 +133,10 @@ class GenerationTask:
             {
                 "max_new_tokens": self._max_new_tokens,
                 "do_sample": p.boolean,
-                "temperature": p.number(0.0, 100.0, lo_open=True),
+                "temperature": p.number(0.01, 100.0, why=_TEMPERATURE_FLOOR),
                 "top_p": p.number(0.0, 1.0, lo_open=True),
-                "top_k": p.integer(1),
-                "repetition_penalty": p.number(0.0, 100.0, lo_open=True),
+                "top_k": p.integer(0, why="0: no top-k filtering"),
+                "repetition_penalty": p.number(0.01, 100.0, why=_PENALTY_FLOOR),
                 "num_beams": p.integer(1, 8),
                 "stop": _stop_list,
                 "return_full_text": p.boolean,
@@ -155,9 +172,10 @@ class GenerationTask:
         for x in inputs:
             # A rendered chat already holds its special tokens (transformers encodes it with add_special_tokens=False).
             text, add_special = (self.render_chat(x), False) if isinstance(x, list) else (x, True)
-            ids = self.tokenizer.encode([text], add_special_tokens=add_special)["input_ids"][0].tolist()
+            ids = self.tokenizer.encode([text], add_special_tokens=add_special, truncate=False)["input_ids"][0].tolist()
             self._check_length(which, len(ids), params["max_new_tokens"])
             prompts.append(ids)
+        self._check_budget([len(ids) for ids in prompts], params)
         # one (B, T) batch, padded on the tokenizer's side (left for decoder-only models: generate continues the end)
         width = max(len(ids) for ids in prompts)
         pad = self.tokenizer.spec.pad_id if self.tokenizer.spec.pad_id is not None else 0
@@ -174,13 +192,29 @@ class GenerationTask:
 
     def _check_length(self, which: str, n: int, max_new_tokens: int) -> None:
         if n > self.max_input_tokens:
-            got = f"{n}" if n < self.max_length else f"{n} or more"
-            limit = self.max_input_tokens
-            raise PayloadTooLargeError(f"{which} has {got} tokens; the limit is {limit} (MAX_INPUT_TOKENS)")
+            raise PayloadTooLargeError(
+                f"{which} has {n} tokens; the limit is {self.max_input_tokens} ({self.max_input_tokens_why})"
+            )
         if not self.is_encoder_decoder and n + max_new_tokens > self.max_length:
             raise PayloadTooLargeError(
                 f"{which} has {n} tokens and max_new_tokens is {max_new_tokens}: {n + max_new_tokens} positions, more "
                 f"than the model's {self.max_length}; shorten the prompt or lower max_new_tokens"
+            )
+
+    def _check_budget(self, lengths: list[int], params: dict[str, Any]) -> None:
+        """One generate() call's work, before it runs: (inputs x beams x return sequences) rows, each as long as the
+        longest prompt (the batch is padded to it) plus max_new_tokens, within MAX_GENERATION_TOKENS."""
+        beams = params.get("num_beams") or self._base_config.get("num_beams") or 1
+        sequences = self._base_config.get("num_return_sequences") or 1
+        width, new = max(lengths), params["max_new_tokens"]
+        cost = len(lengths) * beams * sequences * (width + new)
+        if cost > self.max_generation_tokens:
+            prompt = f"{width} prompt tokens" if len(lengths) == 1 else f"{width} tokens of the longest prompt"
+            raise PayloadTooLargeError(
+                f"the generation work asked for is {_many(len(lengths), 'input')} x {_many(beams, 'beam')} x "
+                f"{_many(sequences, 'sequence')} x ({prompt} + {new} new tokens) = {cost} tokens; the limit is "
+                f"{self.max_generation_tokens} (MAX_GENERATION_TOKENS): send fewer inputs or beams, shorter prompts "
+                "or a lower max_new_tokens"
             )
 
     def generation_config(self, params: dict[str, Any]) -> Any:
@@ -257,6 +291,10 @@ class GenerationTask:
         """Like transformers' tokenizer.decode(ids, skip_special_tokens=True) with the source tokenizer's clean-up."""
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return clean_up_tokenization(text) if self.cleanup_spaces else text
+
+
+def _many(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _ids(value: Any) -> list[int]:

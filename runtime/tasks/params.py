@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,27 +27,45 @@ def check(task: str, params: Mapping[str, Any], rules: Mapping[str, Rule]) -> di
     return {name: rules[name](name, value) for name, value in params.items() if value is not None}
 
 
-def integer(lo: int, hi: int | None = None) -> Rule:
+def integer(lo: int, hi: int | None = None, *, why: str = "") -> Rule:
+    """An integer in [lo, hi]; `why` explains the range in the error."""
+
     def rule(name: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
             bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-            raise InvalidParametersError(f"parameter {name!r} must be an integer {bound}, got {_short(value)}")
+            raise InvalidParametersError(
+                f"parameter {name!r} must be an integer {bound}{_why(why)}, got {_short(value)}"
+            )
         return value
 
     return rule
 
 
-def number(lo: float, hi: float | None = None, *, lo_open: bool = False) -> Rule:
+def number(lo: float, hi: float | None = None, *, lo_open: bool = False, why: str = "") -> Rule:
+    """A finite number in [lo, hi] ((lo, hi] when lo_open); NaN and infinities never pass (JSON bodies may hold them:
+    Python's json reads NaN and Infinity). `why` explains the range in the error."""
+
     def rule(name: str, value: Any) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and _finite(value)
         ok = ok and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
         if not ok:
             left = f"> {lo}" if lo_open else f">= {lo}"
             bound = f"{left} and <= {hi}" if hi is not None else left
-            raise InvalidParametersError(f"parameter {name!r} must be a number {bound}, got {_short(value)}")
+            raise InvalidParametersError(f"parameter {name!r} must be a number {bound}{_why(why)}, got {_short(value)}")
         return float(value)
 
     return rule
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer past float's range
+        return False
+
+
+def _why(why: str) -> str:
+    return f" ({why})" if why else ""
 
 
 def text(name: str, value: Any) -> str:
