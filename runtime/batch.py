@@ -213,7 +213,8 @@ class BatchRun:
                 self.outcomes[outcome.message_id] = Reported(outcome.message_id, outcome.error)
                 self._logger.warning("error result delivered", extra={"fields": _why(outcome)})
             elif isinstance(outcome, Failed):
-                self._fail(outcome, group, "failed record")
+                refused = any(m.message_id == outcome.message_id and m.request is None for m in self._members)
+                self._fail(outcome, group, "rejected record" if refused else "failed record")
             elif isinstance(outcome, Deferred):
                 self._fail(outcome, group, None)
             else:

@@ -11,6 +11,7 @@ ServingError                      base: everything the function raises on purpos
     ├── InvalidInputError         400: bad JSON, missing/ill-typed "inputs"
     ├── RouteNotFoundError        404: an HTTP path this function has no route for
     ├── MethodNotAllowedError     405: an HTTP method other than POST
+    ├── UnsupportedMediaTypeError 415: an HTTP body whose Content-Type is not JSON
     ├── PayloadTooLargeError      413: over a size limit (body bytes, characters, items)
     │   └── InputTooLongError     413: over the model's token limit, "truncate": false (errorType PayloadTooLargeError)
     ├── InvalidParametersError    422: valid JSON, but a parameter is unknown or out of range
@@ -78,6 +79,10 @@ class RouteNotFoundError(RequestError):
 
 class MethodNotAllowedError(RequestError):
     status = 405
+
+
+class UnsupportedMediaTypeError(RequestError):
+    status = 415
 
 
 class PayloadTooLargeError(RequestError):

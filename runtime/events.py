@@ -11,7 +11,7 @@ import binascii
 import enum
 from typing import Any
 
-from runtime.errors import InvalidInputError
+from runtime.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 
 class EventKind(enum.Enum):
@@ -72,20 +72,52 @@ class HttpEvent:
         path = raw if isinstance(raw, str) else ""
         return "/" + path.strip("/")
 
+    def header(self, name: str) -> str | None:
+        """A request header, whatever its case (REST events keep the client's case, HTTP API v2 lowercases)."""
+        headers = self._event.get("headers")
+        if not isinstance(headers, dict):
+            return None
+        wanted = name.lower()
+        for key, value in headers.items():
+            if isinstance(key, str) and key.lower() == wanted and isinstance(value, str):
+                return value
+        return None
+
+    def require_json(self) -> None:
+        """415 unless the Content-Type is JSON (application/json or application/*+json); none at all is taken as JSON."""
+        content_type = self.header("content-type")
+        if content_type is None:
+            return
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+            raise UnsupportedMediaTypeError(
+                f"Content-Type {content_type!r} is not JSON; send the body as JSON with Content-Type: application/json"
+            )
+
     @property
-    def body(self) -> bytes:
-        """The body bytes, base64-decoded when the event says so."""
+    def is_base64(self) -> bool:
+        """isBase64Encoded as AWS sends it: a JSON boolean (the string "true" is taken too; anything else is false)."""
+        flag = self._event.get("isBase64Encoded")
+        return flag is True or (isinstance(flag, str) and flag.lower() == "true")
+
+    def body(self, max_bytes: int) -> bytes:
+        """The body bytes, base64-decoded when the event says so; 413 over `max_bytes`, checked before decoding."""
         body = self._event.get("body")
         if body is None:
             return b""
         if not isinstance(body, str):
             raise InvalidInputError("the HTTP body must be a string")
-        if self._event.get("isBase64Encoded"):
+        if self.is_base64:  # n base64 characters hold 3n/4 bytes, less padding: checked before decoding
+            size = len(body) * 3 // 4 - body[-2:].count("=")
+            if size > max_bytes:
+                raise PayloadTooLargeError(
+                    f"the body has {size} bytes (base64-encoded: {len(body)}); the limit is {max_bytes} (MAX_BODY_BYTES)"
+                )
             try:
                 return base64.b64decode(body, validate=True)
             except (binascii.Error, ValueError):
                 raise InvalidInputError("the body is marked isBase64Encoded but is not valid base64") from None
-        return body.encode("utf-8", "surrogatepass")
+        return body.encode("utf-8", "surrogatepass")  # decode_json checks its size
 
 
 class SqsRecord:

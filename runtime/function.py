@@ -184,7 +184,9 @@ class Function:
                     raise MethodNotAllowedError(
                         f"method {http.method or '(none)'} is not allowed on {http.path}; send POST with a JSON body"
                     )
-                request = route.parse(decode_json(http.body, self.settings.limits, route.example), self.settings.limits)
+                http.require_json()
+                body = http.body(self.settings.max_body_bytes)
+                request = route.parse(decode_json(body, self.settings.limits, route.example), self.settings.limits)
             prediction = self.predictor.predict(request.inputs, request.parameters, timer=timer)
             reply = Reply(request, prediction, self.served, request_id, cold)
             body = route.body(reply)

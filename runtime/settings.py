@@ -17,6 +17,39 @@ from runtime.errors import BundleError
 from runtime.request import Limits
 
 TORCH_IMPLEMENTATIONS = ("auto", "transformers")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LAMBDA_PAYLOAD_BYTES = 6_291_456  # a synchronous invoke's request body cannot be larger
+
+# Integer variables: (lowest, highest) allowed. NUM_THREADS is capped at run time by the CPUs (see _parse).
+_INT_RANGES = {
+    "DEADLINE_MARGIN_MS": (0, 900_000),
+    "NUM_THREADS": (0, 1024),
+    "MAX_BODY_BYTES": (1, LAMBDA_PAYLOAD_BYTES),
+    "MAX_BATCH_ITEMS": (1, 4096),
+    "MAX_INPUT_CHARS": (1, LAMBDA_PAYLOAD_BYTES),
+    "MAX_NEW_TOKENS": (1, 1_000_000),
+    "MAX_INPUT_TOKENS": (0, 10_000_000),
+    "MAX_GENERATION_TOKENS": (1, 1_000_000_000),
+}
+# String variables with a fixed set of values (matched exactly, LOG_LEVEL in any case).
+_CHOICES = {
+    "SQS_ERROR_RESULTS": ("fail", "deliver"),
+    "ENGINE": ("auto", "torch", "onnxruntime"),
+    "CUDA_DTYPE": ("float16", "bfloat16", "float32"),
+    "TORCH_IMPLEMENTATION": TORCH_IMPLEMENTATIONS,
+    "LOG_LEVEL": LOG_LEVELS,
+}
+_PATTERNS = {
+    "DEVICE": (r"auto|cpu|cuda|cuda:\d+", "auto, cpu, cuda or cuda:N"),
+    "MODEL_BUNDLE_SHA256": (
+        r"[0-9a-fA-F]{64}",
+        "the 64 hex digits that `bundle_builder build` prints, or empty: not pinned",
+    ),
+    "METRICS_NAMESPACE": (
+        r"[0-9A-Za-z.\-_/#:]{1,255}",
+        "1-255 letters, digits or . - _ / # : (a CloudWatch namespace)",
+    ),
+}
 
 
 class SettingsError(BundleError):
@@ -60,49 +93,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default os.environ); a bad value raises SettingsError naming it."""
+        """Build settings from `env` (default os.environ). Every variable is checked here, once: a value the function
+        cannot use raises SettingsError naming the variable, the value and what is allowed."""
         env = dict(os.environ if env is None else env)
         values: dict[str, object] = {"model_bundle": env.get("MODEL_BUNDLE") or _default_bundle(env)}
         for f in fields(cls):
             name = f.name.upper()
             if f.name == "model_bundle" or name not in env or env[name] == "":
                 continue
-            raw = env[name]
-            kind = type(getattr(cls, f.name, "")) if f.name not in ("results_queue_url", "results_bucket") else str
-            try:
-                if kind is bool:
-                    if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                        raise ValueError(raw)
-                    values[f.name] = raw.lower() in ("1", "true", "yes")
-                elif kind is int:
-                    number = int(raw)
-                    if number < 0:
-                        raise ValueError(raw)
-                    values[f.name] = number
-                else:
-                    values[f.name] = raw
-            except ValueError:
-                raise SettingsError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
-        settings = cls(**values)  # type: ignore[arg-type]
-        if settings.cuda_dtype not in ("float16", "bfloat16", "float32"):
-            raise SettingsError(f"CUDA_DTYPE={settings.cuda_dtype!r}; use float16, bfloat16 or float32")
-        if settings.sqs_error_results not in ("fail", "deliver"):
-            raise SettingsError(f"SQS_ERROR_RESULTS={settings.sqs_error_results!r}; use fail or deliver")
-        if settings.max_batch_items < 1:
-            raise SettingsError("MAX_BATCH_ITEMS must be at least 1")
-        if settings.max_generation_tokens < 1:
-            raise SettingsError("MAX_GENERATION_TOKENS must be at least 1")
-        if settings.torch_implementation not in TORCH_IMPLEMENTATIONS:
-            raise SettingsError(
-                f"TORCH_IMPLEMENTATION={settings.torch_implementation!r} is not an implementation; "
-                f"choose {' or '.join(TORCH_IMPLEMENTATIONS)}"
-            )
-        if settings.model_bundle_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", settings.model_bundle_sha256):
-            raise SettingsError(
-                f"MODEL_BUNDLE_SHA256={settings.model_bundle_sha256!r} is not a SHA-256: give the 64 hex digits that "
-                "`bundle_builder build` prints (or leave it empty: not pinned)"
-            )
-        return settings
+            values[f.name] = _parse(name, env[name], getattr(cls, f.name))
+        return cls(**values)  # type: ignore[arg-type]
 
     @property
     def threads(self) -> int:
@@ -135,6 +135,41 @@ def set_library_environment() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     os.environ.setdefault("HF_HOME", os.path.join(tempfile.gettempdir(), "huggingface"))
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    """One variable's value, typed as its default is; SettingsError (variable, value, what is allowed) otherwise."""
+
+    def refuse(allowed: str) -> SettingsError:
+        return SettingsError(f"environment variable {name}={raw!r} is not allowed: use {allowed}")
+
+    if isinstance(default, bool):
+        if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise refuse("true or false (1/0, yes/no)")
+        return raw.lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        low, high = _INT_RANGES.get(name, (0, 2**31))
+        if name == "NUM_THREADS":
+            high = usable_cpus()  # more threads than CPUs only adds contention
+        try:
+            number = int(raw)
+        except ValueError:
+            raise refuse(f"a whole number from {low} to {high}") from None
+        if not low <= number <= high:
+            extra = f" (this process may use {high} CPUs; 0 uses them all)" if name == "NUM_THREADS" else ""
+            raise refuse(f"a whole number from {low} to {high}{extra}")
+        return number
+    if name in _CHOICES:
+        allowed = _CHOICES[name]
+        value = raw.upper() if name == "LOG_LEVEL" else raw
+        if value not in allowed:
+            raise refuse(" or ".join(allowed))
+        return value
+    if name in _PATTERNS:
+        pattern, allowed_text = _PATTERNS[name]
+        if not re.fullmatch(pattern, raw):
+            raise refuse(allowed_text)
+    return raw
 
 
 def usable_cpus() -> int:

@@ -91,8 +91,8 @@ def test_a_malformed_pin_is_a_settings_error(original: Path, value: str) -> None
     with pytest.raises(SettingsError) as info:
         new_function(original, MODEL_BUNDLE_SHA256=value, **ENV)
     assert str(info.value) == (
-        f"MODEL_BUNDLE_SHA256={value!r} is not a SHA-256: give the 64 hex digits that `bundle_builder build` prints "
-        "(or leave it empty: not pinned)"
+        f"environment variable MODEL_BUNDLE_SHA256={value!r} is not allowed: use the 64 hex digits that "
+        "`bundle_builder build` prints, or empty: not pinned"
     )
 
 

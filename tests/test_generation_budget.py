@@ -18,7 +18,7 @@ import torch
 from support import FakeContext, load_event, new_function
 from test_generation import LONG, Source, assert_refused, http_event
 
-from runtime.batch import Failed, process_records
+from runtime.batch import BatchRun, Failed
 from runtime.errors import InputTooLongError, PayloadTooLargeError
 from runtime.events import SqsRecord
 from runtime.logs import get_logger
@@ -33,9 +33,15 @@ class Collect:
     def __init__(self) -> None:
         self.results: dict[str, Any] = {}
 
-    def send(self, results: list[tuple[str, dict[str, Any]]]) -> set[str]:
-        self.results.update(results)
+    def send(self, results: list[Any]) -> set[str]:
+        self.results.update((r.message_id, r.body) for r in results)
         return set()
+
+
+def outcomes_of(fn: Any, event: dict[str, Any]) -> dict[str, Any]:
+    """What the batch processor makes of each record (by messageId), without delivering anything."""
+    run = BatchRun([SqsRecord(r) for r in event["Records"]], fn.settings.limits, get_logger("WARNING"))
+    return {o.message_id: o for chunk in run.chunks(fn.settings.max_batch_items) for o in run.predict(chunk, fn.predictor)}
 
 
 def sqs_event(bodies: dict[str, Any]) -> dict[str, Any]:
@@ -184,10 +190,7 @@ def test_sqs_record_over_the_budget_fails_alone_and_a_merged_pass_over_it_is_ser
     )
     assert fn.handle(event, FakeContext()) == {"batchItemFailures": [{"itemIdentifier": "c"}]}
     assert set(sink.results) == {"a", "b"}
-    outcomes = process_records(
-        [SqsRecord(r) for r in event["Records"]], fn.predictor, fn.settings.limits, get_logger("WARNING")
-    )
-    failed = outcomes[2]
+    failed = outcomes_of(fn, event)["c"]
     assert isinstance(failed, Failed) and isinstance(failed.error, PayloadTooLargeError)
     assert str(failed.error).startswith("the generation work asked for is 2 inputs x 1 beam x 1 sequence")
 
@@ -197,7 +200,9 @@ def test_budget_setting_must_be_positive() -> None:
 
     with pytest.raises(SettingsError) as info:
         Settings.from_env({"MODEL_BUNDLE": "x", "MAX_GENERATION_TOKENS": "0"})
-    assert str(info.value) == "MAX_GENERATION_TOKENS must be at least 1"
+    assert str(info.value) == (
+        "environment variable MAX_GENERATION_TOKENS='0' is not allowed: use a whole number from 1 to 1000000000"
+    )
 
 
 # --- item 7: every generation parameter in its range ---------------------------------------------------------------
@@ -266,9 +271,7 @@ def test_tiny_sampling_values_break_transformers_generate_too(source_llama) -> N
 def test_sqs_record_with_a_tiny_temperature_fails_as_invalid_parameters_not_internal(tiny_bundle) -> None:
     fn = new_function(tiny_bundle("llama", "text-generation"))
     event = sqs_event({"tiny": {"inputs": "hello", "parameters": {**SAMPLE, "temperature": 1e-300}}})
-    [outcome] = process_records(
-        [SqsRecord(r) for r in event["Records"]], fn.predictor, fn.settings.limits, get_logger("WARNING")
-    )
+    [outcome] = outcomes_of(fn, event).values()
     assert isinstance(outcome, Failed) and outcome.error.error_type == "InvalidParametersError"
 
 

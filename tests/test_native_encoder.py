@@ -140,7 +140,7 @@ def test_a_native_container_never_imports_transformers(tiny_bundle) -> None:
 def test_an_unknown_implementation_is_refused(tiny_bundle) -> None:
     with pytest.raises(SettingsError) as e:
         Settings.from_env({"MODEL_BUNDLE": str(tiny_bundle("bert")), "TORCH_IMPLEMENTATION": "nativ"})
-    assert str(e.value) == "TORCH_IMPLEMENTATION='nativ' is not an implementation; choose auto or transformers"
+    assert str(e.value) == "environment variable TORCH_IMPLEMENTATION='nativ' is not allowed: use auto or transformers"
 
 
 def test_generation_keeps_the_transformers_path(tiny_bundle) -> None:

@@ -114,6 +114,6 @@ def test_requests_become_function_url_events_as_lambda_builds_them() -> None:
     assert event["queryStringParameters"] == {"a": "1,2"} and event["cookies"] == ["x=1", "y=2"]
     assert classify(event) is EventKind.FUNCTION_URL
     http = HttpEvent(event, EventKind.FUNCTION_URL)
-    assert (http.method, http.path, http.body) == ("POST", "/embed", b'{"inputs": "hi"}')
+    assert (http.method, http.path, http.body(1000)) == ("POST", "/embed", b'{"inputs": "hi"}')
     binary = function_url_event("POST", "/", {"Content-Type": "application/octet-stream"}, b"\xff\x00")
     assert binary["isBase64Encoded"] is True and binary["body"] == "/wA="

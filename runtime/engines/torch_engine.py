@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from runtime.bundle import Bundle
-from runtime.engines import BuiltEngine, EngineOptions, Phase
+from runtime.engines import BuiltEngine, EngineError, EngineOptions, Phase
 from runtime.errors import BundleCorruptError
 from runtime.manifest import HEAD_PREFIX, Manifest
 
@@ -135,14 +135,23 @@ def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Pha
 
 
 def resolve_device(requested: str, cuda_visible: bool) -> str:
-    """DEVICE=auto -> cuda when a GPU is visible and torch can use it, else cpu."""
-    if requested != "auto":
-        return requested
-    if not cuda_visible:
+    """DEVICE=auto -> cuda when a GPU is visible and torch can use it, else cpu. Raises EngineError when DEVICE names
+    a CUDA device torch cannot use (on Lambda: always, it has no GPU)."""
+    if requested == "cpu" or (requested == "auto" and not cuda_visible):
         return "cpu"
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    available = torch.cuda.is_available()
+    if requested == "auto":
+        return "cuda" if available else "cpu"
+    count = torch.cuda.device_count() if available else 0
+    index = int(requested.partition(":")[2] or 0)
+    if index >= count:
+        raise EngineError(
+            f"DEVICE={requested!r} but torch sees {count} CUDA device(s) (torch.cuda.is_available() is {available}); "
+            "set DEVICE=auto (a GPU when there is one) or DEVICE=cpu"
+        )
+    return requested
 
 
 def _model_tensors(bundle: Bundle) -> dict[str, Any]:
