@@ -39,14 +39,17 @@ def tampered(original: Path, tmp_path: Path) -> Path:
     return path
 
 
-def top_label(fn: Any, text: str) -> str:
-    return fn.predictor.predict([text]).outputs[0][0]["label"]
+def answer(fn: Any, text: str) -> list[tuple[str, float]]:
+    return [(d["label"], d["score"]) for d in fn.predictor.predict([text]).outputs[0]]
 
 
 def test_relabelled_bundle_with_a_recomputed_hash_passes_without_the_pin(original: Path, tampered: Path) -> None:
     honest, forged = new_function(original, **ENV), new_function(tampered, **ENV)  # content check and canary pass
-    assert top_label(honest, "the screen is gorgeous") == "negative"
-    assert top_label(forged, "the screen is gorgeous") == "positive"  # served, silently wrong
+    swap = {"negative": "positive", "positive": "negative"}
+    for text in ("the screen is gorgeous", "support never answered", "ok"):
+        # the same scores under swapped names: served, silently wrong
+        assert answer(forged, text) == [(swap.get(label, label), score) for label, score in answer(honest, text)]
+        assert {label for label, _ in answer(forged, text)} >= set(swap)  # every label is listed: two were swapped
 
 
 def test_the_pin_refuses_the_relabelled_bundle(original: Path, tampered: Path) -> None:
