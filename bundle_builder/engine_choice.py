@@ -75,19 +75,23 @@ def onnx_contents(
         SourceError: the task or dtype has no ONNX bundle, no exported graph reproduces the model, or no int8
             scheme meets the floors.
     """
-    from bundle_builder.onnx_export import export_onnx
+    from bundle_builder.onnx_export import export_onnx, is_fused
 
     if dtype == "bfloat16":
         raise SourceError("--dtype bfloat16 is for the torch engine; an onnxruntime bundle stores float32 or float16")
     try:
-        graph = export_onnx(model, source, tokenizer, fuse=quantize is None)
+        graph = export_onnx(model, source, tokenizer)
+        # int8 schemes read the fused graph or the plain traced one (bundle_builder.quantize)
+        graphs = {"plain": export_onnx(model, source, tokenizer, fuse=False)} if quantize == "int8" else {}
     except SourceError:
         raise
     except Exception as e:  # the exporter meets every architecture transformers has; say what broke, keep the model
         raise SourceError(f"the ONNX export failed ({type(e).__name__}: {e})") from e
     quantization = None
     if quantize == "int8":
-        graph, quantization = _quantized(graph, source.task, dtype, head, files, manifest, floors or Floors())
+        if is_fused(graph):
+            graphs["fused"] = graph
+        graph, quantization = _quantized(graphs, source.task, dtype, head, files, manifest, floors or Floors())
     return _onnx_bundle(graph, dtype, head, files, manifest, quantization)
 
 
@@ -131,7 +135,7 @@ def _onnx_bundle(
 
 
 def _quantized(
-    graph: bytes,
+    graphs: dict[str, bytes],
     task: str,
     dtype: str,
     head: dict[str, Any],
@@ -157,7 +161,7 @@ def _quantized(
             predictor = Predictor.load(settings, verify_hash=False)
             return [predictor.predict([text], {}).outputs[0] for text in texts]
 
-        _, quantized, record = choose_scheme(task, graph, texts, outputs_of, floors)
+        _, quantized, record = choose_scheme(task, graphs, texts, outputs_of, floors)
     return quantized, record
 
 

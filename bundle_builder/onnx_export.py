@@ -212,8 +212,15 @@ def _pin(graph: Any) -> bytes:
     return graph.SerializeToString()
 
 
+def is_fused(graph_bytes: bytes) -> bool:
+    """Whether export_onnx kept the fused graph (it notes the fusions it made); False for the plain one."""
+    import onnx
+
+    return any(p.key == "fused" and p.value for p in onnx.load_from_string(graph_bytes).metadata_props)
+
+
 def externalize(graph_bytes: bytes, *, min_bytes: int = 1024) -> tuple[bytes, dict[str, np.ndarray]]:
-    """Take the graph's float (and int8) weights out of it, so that the bundle stores them once, as its own aligned tensors.
+    """Take the graph's float (and 8-bit) weights out of it, so that the bundle stores them once, as its own aligned tensors.
 
     Returns:
         (the graph with each float initializer of at least `min_bytes` marked as external data, named but empty;
@@ -226,7 +233,12 @@ def externalize(graph_bytes: bytes, *, min_bytes: int = 1024) -> tuple[bytes, di
     graph = onnx.load_from_string(graph_bytes)
     weights: dict[str, np.ndarray] = {}
     for init in graph.graph.initializer:
-        if init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8):
+        if init.data_type not in (
+            onnx.TensorProto.FLOAT,
+            onnx.TensorProto.FLOAT16,
+            onnx.TensorProto.INT8,
+            onnx.TensorProto.UINT8,
+        ):
             continue
         array = numpy_helper.to_array(init)
         if array.nbytes < min_bytes:

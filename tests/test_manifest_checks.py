@@ -285,3 +285,16 @@ def test_every_malformed_field_is_a_bundle_error_that_names_it(fuzz_source, tmp_
                 failures.append(f"{case}: loaded and served")
     assert not failures, "\n".join(failures)
     assert len(outcomes) > 100  # the walk reached the whole header
+
+
+def test_an_embedding_bundle_without_golden_examples_still_takes_dimensions(tiny_model, tmp_path: Path) -> None:
+    from bundle_builder.build import build_bundle
+
+    source = tiny_model("bert", task="feature-extraction")
+    with_golden, without = tmp_path / "golden.bundle", tmp_path / "none.bundle"
+    build_bundle(source, with_golden, task="feature-extraction", engine="torch")
+    build_bundle(source, without, task="feature-extraction", engine="torch", no_golden=True)
+    full = new_function(with_golden, DEVICE="cpu").predictor.predict(["fine"]).outputs[0]
+    fn = new_function(without, DEVICE="cpu")
+    assert fn.predictor.task.dimensions == len(full)  # the width the golden output would have given
+    assert len(fn.predictor.predict(["fine"], {"dimensions": 4}).outputs[0]) == 4

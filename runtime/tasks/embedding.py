@@ -10,6 +10,7 @@ dimensions (Matryoshka: the first N dimensions, re-normalised when the embedding
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,12 +51,12 @@ class EmbeddingTask:
         self.normalize = self.pooling.normalize
         self.prompt = self.pooling.default_prompt
         self.max_length = model.manifest.tokenizer.max_length
-        self.dimensions = len(model.manifest.golden[0].output) if model.manifest.golden else 0
         # (weight (out, in), bias (out,) or None, activation) per Dense layer, as float32 numpy arrays
         self.dense = [
             (model.bundle.array(d.weight), model.bundle.array(d.bias) if d.bias else None, ACTIVATIONS[d.activation])
             for d in self.pooling.dense
         ]
+        self.dimensions = _width(model, self.dense)
 
     def check_inputs(self, inputs: list[Any]) -> None:
         text_only(self.name, inputs)
@@ -146,3 +147,14 @@ def _pool(mode: str, hidden: np.ndarray, mask: np.ndarray, prompt_tokens: int) -
         last = np.where(pooled_mask.max(axis=1) == 0, 0, last)  # no real token: a zero vector either way
         return (hidden * m)[rows, last]
     raise ValueError(f"pooling mode {mode!r}")
+
+
+def _width(model: LoadedModel, dense: list[Any]) -> int:
+    """The embedding's width: a golden output's length, else the last Dense layer's or the encoder's hidden size
+    (a bundle built with --no-golden has no golden output)."""
+    if model.manifest.golden:
+        return len(model.manifest.golden[0].output)
+    if dense:
+        return int(dense[-1][0].shape[0])
+    config = json.loads(model.bundle.read_file("config.json"))
+    return next((config[k] for k in ("hidden_size", "d_model", "dim", "n_embd") if isinstance(config.get(k), int)), 0)
