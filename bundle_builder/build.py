@@ -12,9 +12,9 @@ from typing import Any
 from bundle_builder.budget import budget as measure_budget
 from bundle_builder.engine_choice import Contents, choose, onnx_contents, torch_contents
 from bundle_builder.errors import SourceError
-from bundle_builder.quantize import Floors
+from bundle_builder.quantize import QUANTIZED_TASKS, Floors
 from bundle_builder.reference import golden_examples
-from bundle_builder.sources import Source, read_source
+from bundle_builder.sources import Source, entailment_id, read_source
 from bundle_builder.verify import VerifyReport, verify_bundle
 from runtime.bundle import FORMAT, FORMAT_VERSION, write_bundle
 from runtime.engines import ENGINES
@@ -234,6 +234,11 @@ def build_bundle(
     source = read_source(src, task=task)
     if multi_label and source.task != "text-classification":
         raise SourceError("--multi-label applies to text-classification only")
+    if quantize and source.task not in QUANTIZED_TASKS:
+        raise SourceError(
+            f"--quantize int8 measures its fidelity for {', '.join(QUANTIZED_TASKS)} only; build {source.task} "
+            "without --quantize"
+        )
     steps.update()
 
     import sentence_transformers
@@ -335,6 +340,27 @@ def build_bundle(
     )
 
 
+LABELLED_TASKS = ("text-classification", "token-classification", "zero-shot-classification")
+
+
+def task_config(source: Source, tokenizer: Any) -> dict[str, Any]:
+    """What the runtime's task needs of the source beyond config and tokenizer.json (manifest "task_config")."""
+    if source.task == "zero-shot-classification":
+        return {"entailment_id": entailment_id(source.config)}
+    if source.task == "fill-mask":
+        if tokenizer.mask_token is None:
+            raise SourceError(f"{source.path}: fill-mask needs a tokenizer with a mask token; this one has none")
+        return {
+            "mask_token": tokenizer.mask_token,
+            "mask_token_id": tokenizer.mask_token_id,
+            "clean_up_tokenization_spaces": _decode_cleans_up(tokenizer),
+        }
+    if source.task == "question-answering":
+        # the pipeline puts the question first unless the tokenizer pads on the left
+        return {"question_first": getattr(tokenizer, "padding_side", "right") == "right"}
+    return {}
+
+
 def _decode_cleans_up(tokenizer: Any) -> bool:
     """Whether tokenizer.decode applies transformers' clean_up_tokenization on top of the tokenizers decode.
 
@@ -401,7 +427,7 @@ def _manifest(
         manifest["pooling"] = _pooling(source, tokenizer, max_length)
         # sentence-transformers pads on the tokenizer's own side (left for decoder embedders such as Qwen3-Embedding)
         manifest["tokenizer"]["padding_side"] = getattr(tokenizer, "padding_side", "right") or "right"
-    if source.task == "text-classification":
+    if source.task in LABELLED_TASKS:
         id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
         manifest["labels"] = [id2label.get(i, f"LABEL_{i}") for i in range(model.config.num_labels)]
         manifest["problem_type"] = (
@@ -409,6 +435,7 @@ def _manifest(
             if multi_label
             else (config.get("problem_type") or "single_label_classification")
         )
+    manifest["task_config"] = task_config(source, tokenizer)
     if generation:
         # what chat templates see as bos_token, eos_token, ... (transformers passes tokenizer.special_tokens_map)
         specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, (str, list))}

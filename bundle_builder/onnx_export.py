@@ -23,9 +23,19 @@ from typing import Any
 import numpy as np
 
 from bundle_builder.errors import SourceError
+from runtime.tasks import TASKS
 
 OPSET = 17
-OUTPUTS = {"feature-extraction": "last_hidden_state", "text-classification": "logits"}
+# task -> the model output the graph returns (several: stacked on a new last axis, as the torch engine does)
+OUTPUTS: dict[str, str | tuple[str, ...]] = {
+    "feature-extraction": "last_hidden_state",
+    "text-classification": "logits",
+    "zero-shot-classification": "logits",
+    "token-classification": "logits",  # (B, T, labels)
+    "fill-mask": "logits",  # (B, T, vocab)
+    "question-answering": ("start_logits", "end_logits"),  # (B, T, 2)
+}
+PER_TOKEN = ("feature-extraction", "token-classification", "fill-mask", "question-answering")  # outputs (B, T, ...)
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # graph input order: fixed, so bytes are stable
 MAX_ABS_DIFF = 1e-4  # fp32 ORT vs fp32 torch, scaled by the output's magnitude when that is above 1
 _TRACE_TEXTS = ["the quick brown fox jumps over the lazy dog", "hello world"]
@@ -47,8 +57,8 @@ def export_onnx(model: Any, source: Any, tokenizer: Any, *, fuse: bool = True) -
         tokenizer: the model's tokenizer; the graph takes the inputs it produces that the model accepts.
 
     Returns:
-        The serialised ModelProto: inputs input_ids / attention_mask / token_type_ids as (B, T) int64, output
-        last_hidden_state (B, T, H) or logits (B, L) float32.
+        The serialised ModelProto: inputs input_ids / attention_mask / token_type_ids as (B, T) int64, one float32
+        output: last_hidden_state (B, T, H), logits (B, L) or (B, T, L), or the stacked span logits (B, T, 2).
 
     Raises:
         SourceError: the task has no ONNX export (text-generation), or no exported graph reproduces the model.
@@ -56,22 +66,23 @@ def export_onnx(model: Any, source: Any, tokenizer: Any, *, fuse: bool = True) -
     output = OUTPUTS.get(source.task)
     if output is None:
         raise SourceError(
-            f"--engine onnxruntime serves {', '.join(OUTPUTS)}; task {source.task!r} is built for the torch engine. "
+            f"--engine onnxruntime serves {', '.join(t for t in OUTPUTS if t in TASKS)}; task {source.task!r} is built for the torch engine. "
             "Build it without --engine (or with --engine torch)"
         )
+    per_token = source.task in PER_TOKEN
     names = input_names(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     trace = _batch(tokenizer, _TRACE_TEXTS, names, pad_id)
     checks = [_batch(tokenizer, _CHECK_TEXTS, names, pad_id), _batch(tokenizer, _CHECK_TEXTS[1:2], names, pad_id)]
     expected = [_torch_forward(model, b, output) for b in checks]
 
-    plain = _trace(model, names, output, trace)
+    plain = _trace(model, names, output, trace, per_token)
     fused, stats = _fuse(plain, model.config) if fuse else (None, {})
     worst: dict[str, float] = {"fused": float("nan")}
     for label, graph in (("fused", fused), ("plain", plain)):
         if graph is None:
             continue
-        worst[label] = _max_rel_diff(graph, checks, expected, output)
+        worst[label] = _max_rel_diff(graph, checks, expected, per_token)
         if worst[label] <= MAX_ABS_DIFF:
             if label == "fused":
                 _note(graph, "fused", ",".join(f"{k}:{v}" for k, v in sorted(stats.items()) if v))
@@ -101,14 +112,30 @@ def _batch(tokenizer: Any, texts: list[str], names: list[str], pad_id: int) -> d
     return out
 
 
-def _torch_forward(model: Any, batch: dict[str, np.ndarray], output: str) -> np.ndarray:
+def _torch_forward(model: Any, batch: dict[str, np.ndarray], output: str | tuple[str, ...]) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
-        return getattr(model(**{k: torch.from_numpy(v) for k, v in batch.items()}), output).float().numpy()
+        return _read(model(**{k: torch.from_numpy(v) for k, v in batch.items()}), output).float().numpy()
 
 
-def _trace(model: Any, names: list[str], output: str, example: dict[str, np.ndarray]) -> Any:
+def _read(out: Any, output: str | tuple[str, ...]) -> Any:
+    """The named output of a transformers ModelOutput; several names stacked on a new last axis."""
+    import torch
+
+    if isinstance(output, tuple):
+        return torch.stack([getattr(out, name) for name in output], dim=-1)
+    return getattr(out, output)
+
+
+def output_name(output: str | tuple[str, ...]) -> str:
+    """The graph output's name: the model output's, or "span_logits" for the stacked start and end logits."""
+    return output if isinstance(output, str) else "span_logits"
+
+
+def _trace(
+    model: Any, names: list[str], output: str | tuple[str, ...], example: dict[str, np.ndarray], per_token: bool
+) -> Any:
     """torch.onnx.export with eager attention (restored afterwards) -> ModelProto."""
     import io
 
@@ -121,10 +148,10 @@ def _trace(model: Any, names: list[str], output: str, example: dict[str, np.ndar
             self.model = model
 
         def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-            return getattr(self.model(**dict(zip(names, tensors))), output)
+            return _read(self.model(**dict(zip(names, tensors))), output)
 
     dynamic = {n: {0: "batch", 1: "sequence"} for n in names}
-    dynamic[output] = {0: "batch", 1: "sequence"} if output == "last_hidden_state" else {0: "batch"}
+    dynamic[output_name(output)] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     previous = model.config._attn_implementation
     buf = io.BytesIO()
     try:
@@ -136,7 +163,7 @@ def _trace(model: Any, names: list[str], output: str, example: dict[str, np.ndar
                 tuple(torch.from_numpy(example[n]) for n in names),
                 buf,  # type: ignore[arg-type]  # typed as a path; the dynamo=False exporter also takes a file object
                 input_names=names,
-                output_names=[output],
+                output_names=[output_name(output)],
                 dynamic_axes=dynamic,
                 opset_version=OPSET,
                 do_constant_folding=True,
@@ -176,7 +203,9 @@ def _fuse(graph: Any, config: Any) -> tuple[Any, dict[str, int]]:
     return fused.model, stats
 
 
-def _max_rel_diff(graph: Any, batches: list[dict[str, np.ndarray]], expected: list[np.ndarray], output: str) -> float:
+def _max_rel_diff(
+    graph: Any, batches: list[dict[str, np.ndarray]], expected: list[np.ndarray], per_token: bool
+) -> float:
     """Largest |ORT - torch| over real tokens, divided by the output's magnitude when that is above 1."""
     import onnxruntime as ort
 
@@ -188,9 +217,9 @@ def _max_rel_diff(graph: Any, batches: list[dict[str, np.ndarray]], expected: li
         return float("inf")
     worst = 0.0
     for batch, ref in zip(batches, expected):
-        got = session.run([output], batch)[0]
+        got = session.run(None, batch)[0]
         diff = np.abs(got - ref)
-        if output == "last_hidden_state":  # padded positions are never pooled; their values are not compared
+        if per_token:  # padded positions are never read (pooled, labelled, or spanned): their values are not compared
             diff = diff * batch["attention_mask"][..., None]
         worst = max(worst, float(diff.max()) / max(1.0, float(np.abs(ref).max())))
     return worst

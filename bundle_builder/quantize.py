@@ -147,6 +147,9 @@ def _down_projections(model: Any) -> list[str]:
     ]
 
 
+QUANTIZED_TASKS = ("feature-extraction", "text-classification")  # the tasks whose int8 fidelity is measured
+
+
 def fidelity(task: str, reference: list[Any], candidate: list[Any]) -> dict[str, float]:
     """How close the int8 outputs are to the fp32 ones, per task."""
     if task == "feature-extraction":

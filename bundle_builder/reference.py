@@ -3,10 +3,14 @@
 feature-extraction  sentence-transformers' encode (or mean pooling over AutoModel when the folder is not ST)
 text-classification transformers.pipeline("text-classification", top_k=None)
 text-generation     model.generate, greedy, on the source model
+token-classification, zero-shot-classification, question-answering, fill-mask
+                    transformers.pipeline(task) on the source folder, with the inputs and parameters of
+                    pipeline_cases(task)
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from bundle_builder.sources import Source
@@ -18,6 +22,46 @@ DEFAULT_TEXTS = (
 )
 DEFAULT_PROMPTS = ("The capital of France is", "Once upon a time, there was", "def add(a, b):")
 GOLDEN_NEW_TOKENS = 8
+PIPELINE_TASKS = ("token-classification", "zero-shot-classification", "question-answering", "fill-mask")
+CONTEXT = (
+    "Lambda functions load the model once when the container starts. Paris is the capital of France, "
+    "and the Seine flows through it."
+)
+
+
+def pipeline_cases(task: str, tokenizer: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """(input as a request sends it, parameters) of each golden example of a pipeline task."""
+    if task == "token-classification":
+        return [(t, {"aggregation_strategy": "simple"}) for t in DEFAULT_TEXTS[:2]] + [(DEFAULT_TEXTS[2], {})]
+    if task == "zero-shot-classification":
+        labels = ["battery", "support", "cloud computing"]
+        return [(t, {"candidate_labels": labels}) for t in DEFAULT_TEXTS[:2]] + [
+            (DEFAULT_TEXTS[2], {"candidate_labels": labels, "multi_label": True})
+        ]
+    if task == "question-answering":
+        questions = ("What is the capital of France?", "When do Lambda functions load the model?")
+        return [({"question": q, "context": CONTEXT}, {}) for q in questions]
+    if task == "fill-mask":
+        mask = tokenizer.mask_token
+        return [(f"The capital of France is {mask}.", {}), (f"Lambda functions load the {mask} once.", {"top_k": 3})]
+    raise ValueError(f"{task} is not a pipeline task")
+
+
+def _pipeline_golden(source: Source, tokenizer: Any) -> list[dict[str, Any]]:
+    import transformers
+
+    make: Any = transformers.pipeline  # typed per literal task name; the task here is a variable
+    pipe = make(task=source.task, model=str(source.path), tokenizer=str(source.path), device="cpu")
+    examples = []
+    for x, params in pipeline_cases(source.task, tokenizer):
+        out = pipe(**x, **params) if isinstance(x, dict) else pipe(x, **params)
+        examples.append({"input": x, "parameters": params, "output": plain_json(out)})
+    return examples
+
+
+def plain_json(value: Any) -> Any:
+    """A pipeline's answer with numpy scalars as Python numbers (what json.dumps and the runtime's answers hold)."""
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 def golden_examples(
@@ -34,6 +78,8 @@ def golden_examples(
             {"input": t, "parameters": {}, "output": o}
             for t, o in zip(DEFAULT_TEXTS, _classify(source, multi_label, max_length))
         ]
+    if source.task in PIPELINE_TASKS:
+        return _pipeline_golden(source, tokenizer)
     # explicit greedy settings: a source whose generation_config asks for beams or sampling still has one answer
     params = {"max_new_tokens": GOLDEN_NEW_TOKENS, "do_sample": False, "num_beams": 1}
     return [{"input": t, "parameters": params, "output": _generate(model, tokenizer, t)} for t in DEFAULT_PROMPTS]

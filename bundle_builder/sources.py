@@ -14,16 +14,22 @@ from typing import Any
 
 from bundle_builder.errors import SourceError
 from bundle_builder.st_layout import StLayout, read_st_layout
+from runtime.tasks import TASKS
 
 TASK_AUTO_CLASS = {
     "feature-extraction": "AutoModel",
     "text-classification": "AutoModelForSequenceClassification",
     "text-generation": "AutoModelForCausalLM",  # AutoModelForSeq2SeqLM when the config is encoder-decoder
+    "token-classification": "AutoModelForTokenClassification",
+    "zero-shot-classification": "AutoModelForSequenceClassification",  # an NLI model: (premise, hypothesis) pairs
+    "question-answering": "AutoModelForQuestionAnswering",  # extractive: start and end logits per token
+    "fill-mask": "AutoModelForMaskedLM",
 }
 # Hub pipeline tags that name a served task another way
 TASK_ALIASES = {
     "text-ranking": "text-classification",  # a reranker (cross-encoder): one score per (query, text) pair
     "sentence-similarity": "feature-extraction",
+    "ner": "token-classification",  # transformers.pipeline's own alias
 }
 WEIGHT_FILES = (
     "model.safetensors",
@@ -62,19 +68,44 @@ def _num_labels(config: dict[str, Any]) -> int:
     return int(config.get("num_labels", 2))
 
 
+def _id2label(config: dict[str, Any]) -> dict[int, str]:
+    raw = config.get("id2label")
+    if isinstance(raw, dict):
+        return {int(k): str(v) for k, v in raw.items()}
+    return {i: f"LABEL_{i}" for i in range(_num_labels(config))}
+
+
+def entailment_id(config: dict[str, Any]) -> int | None:
+    """The entailment label's id, found as transformers' ZeroShotClassificationPipeline finds it (the first label of
+    config.label2id starting with "entail"); None if none."""
+    label2id = config.get("label2id")
+    if not isinstance(label2id, dict):
+        label2id = {label: i for i, label in _id2label(config).items()}
+    for label, i in label2id.items():
+        if str(label).lower().startswith("entail"):
+            return int(i)
+    return None
+
+
 def _infer_task(config: dict[str, Any], sentence_transformers: bool) -> str:
     arch = (config.get("architectures") or [""])[0]
     if sentence_transformers:
         return "feature-extraction"
     if arch.endswith("ForSequenceClassification"):
         return "text-classification"
+    if arch.endswith("ForTokenClassification"):
+        return "token-classification"
+    if arch.endswith("ForQuestionAnswering"):
+        return "question-answering"
+    if arch.endswith("ForMaskedLM"):
+        return "fill-mask"
     if arch.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")):
         return "text-generation"
     if arch.endswith("Model"):
         return "feature-extraction"
     raise SourceError(
         f"cannot infer the task from architectures={config.get('architectures')!r}; pass --task "
-        "feature-extraction, text-classification or text-generation"
+        f"with one of {', '.join(sorted(TASK_AUTO_CLASS))}"
     )
 
 
@@ -121,8 +152,15 @@ def read_source(path: str | os.PathLike[str], *, task: str | None = None) -> Sou
             f"{_num_labels(config)} labels. Build it as text-classification to serve its labels"
         )
     task = TASK_ALIASES.get(task or "", task) or _infer_task(config, st)
-    if task not in TASK_AUTO_CLASS:
-        raise SourceError(f"task {task!r} is not served; choose one of {sorted(TASK_AUTO_CLASS)}")
+    if task not in TASK_AUTO_CLASS or task not in TASKS:
+        raise SourceError(f"task {task!r} is not served; choose one of {sorted(set(TASK_AUTO_CLASS) & set(TASKS))}")
+    if task == "zero-shot-classification" and entailment_id(config) is None:
+        labels = _id2label(config)
+        raise SourceError(
+            f"{path}: zero-shot-classification needs an NLI model whose config names an entailment label (a label "
+            f"starting with 'entail', as transformers' pipeline looks for it); this one has labels {labels}. Use an "
+            "NLI model (premise/hypothesis pairs), or build it as text-classification"
+        )
     is_ed = bool(config.get("is_encoder_decoder", False))
     auto_class = "AutoModelForSeq2SeqLM" if task == "text-generation" and is_ed else TASK_AUTO_CLASS[task]
     config_class = transformers.CONFIG_MAPPING[model_type]

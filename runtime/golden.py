@@ -70,3 +70,29 @@ def text_match(expected: list[Any], actual: list[Any], precision: str) -> Golden
     # Greedy text must match exactly from fp32 weights; half-precision storage may flip a near-tie token.
     limit = 1.0 if precision == "float32" else 0.0
     return GoldenCheck("text_match", same, limit, same >= limit)
+
+
+def max_nested_diff(expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
+    """Pipeline-shaped answers (entities, spans, labels, tokens): the largest difference of a number at the same place;
+    any other difference (a string, a key, a length) is infinitely off."""
+    worst = max((_nested_diff(e, a) for e, a in zip(expected, actual)), default=0.0)
+    limit = CLASSIFICATION_MAX_ABS[precision]
+    return GoldenCheck("max_abs_diff", worst, limit, worst <= limit)
+
+
+def _nested_diff(expected: Any, actual: Any) -> float:
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return 0.0 if expected is actual else math.inf
+    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
+        if isinstance(expected, int) and isinstance(actual, int):  # offsets, token ids: exact
+            return 0.0 if expected == actual else math.inf
+        return abs(float(expected) - float(actual))
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if expected.keys() != actual.keys():
+            return math.inf
+        return max((_nested_diff(expected[k], actual[k]) for k in expected), default=0.0)
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return math.inf
+        return max((_nested_diff(e, a) for e, a in zip(expected, actual)), default=0.0)
+    return 0.0 if expected == actual else math.inf

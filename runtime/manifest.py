@@ -116,6 +116,9 @@ class Manifest:
     labels: tuple[str, ...] = ()  # text-classification
     problem_type: str | None = None  # text-classification
     generation: GenerationManifest | None = None  # text-generation
+    # what the other tasks need to know of the source, as the builder recorded it (zero-shot: "entailment_id";
+    # fill-mask: "mask_token", "mask_token_id"; ...): each task reads and checks its own keys when it is built
+    task_config: Mapping[str, Any] = field(default_factory=dict)
 
 
 class _Fields:
@@ -244,6 +247,7 @@ def parse_manifest(raw: Any, where: str) -> Manifest:
         labels=m.strings("labels", []),
         problem_type=m.text("problem_type", None),
         generation=generation,
+        task_config=m.obj("task_config", {}),
     )
 
 

@@ -18,6 +18,9 @@ CORPUS = [
     "great product, terrible delivery, average price",
 ] * 20
 LABELS = ["negative", "neutral", "positive"]
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+NLI_LABELS = ["contradiction", "neutral", "entailment"]  # as the MNLI models name them; zero-shot reads "entailment"
+TASK_LABELS = {"token-classification": NER_LABELS, "zero-shot-classification": NLI_LABELS}
 SEQ2SEQ_KINDS = ("t5", "bart")
 SMALL = dict(hidden_size=32, num_attention_heads=2, intermediate_size=37)
 
@@ -83,22 +86,50 @@ def _unigram_tokenizer(folder: Path):
     )
 
 
+def _sentencepiece_tokenizer(folder: Path):
+    """XLM-R-style: a trained Unigram model behind Metaspace (SentencePiece's "▁" word starts), <s> A </s></s> B </s>."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import XLMRobertaTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=200, special_tokens=specials, unk_token="<unk>"))
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
+    return XLMRobertaTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", pad_token="<pad>",
+        unk_token="<unk>", mask_token="<mask>", model_max_length=64,
+    )
+
+
 def make_tiny_model(
     folder: Path, kind: str, *, task: str = "text-classification", multi_label: bool = False, seed: int = 0
 ) -> Path:
-    """Write a tiny random model of `kind` (bert, distilbert, roberta, llama; seq2seq t5, bart) for `task` into `folder`."""
+    """Write a tiny random model of `kind` (bert, distilbert, roberta, xlm-roberta, llama; seq2seq t5, bart) for `task`
+    (text-classification, feature-extraction, text-generation, token-classification, zero-shot-classification,
+    question-answering, fill-mask) into `folder`."""
     import torch
     import transformers as tf
 
     torch.manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    labels = {"id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
+    names = TASK_LABELS.get(task, LABELS)
+    labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+    if task in ("question-answering", "fill-mask"):
+        labels = {}  # a QA head has two outputs (start, end); a masked LM's are its vocabulary
     if multi_label:
         labels["problem_type"] = "multi_label_classification"
     if kind in ("bert", "distilbert"):
         tokenizer = _wordpiece_tokenizer(folder)
     elif kind == "t5":
         tokenizer = _unigram_tokenizer(folder)
+    elif kind == "xlm-roberta":
+        tokenizer = _sentencepiece_tokenizer(folder)
     else:  # BART shares RoBERTa's byte-level BPE: <s>=0 <pad>=1 </s>=2 <unk>=3 <mask>=4
         tokenizer = _bpe_tokenizer(folder, roberta=kind in ("roberta", "bart"))
     vocab = len(tokenizer)
@@ -108,6 +139,11 @@ def make_tiny_model(
         config = tf.DistilBertConfig(vocab_size=vocab, n_layers=2, dim=32, n_heads=2, hidden_dim=37, max_position_embeddings=64, **labels)
     elif kind == "roberta":
         config = tf.RobertaConfig(
+            vocab_size=vocab, num_hidden_layers=2, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, type_vocab_size=1, **SMALL, **labels,
+        )
+    elif kind == "xlm-roberta":
+        config = tf.XLMRobertaConfig(
             vocab_size=vocab, num_hidden_layers=2, max_position_embeddings=66, pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, type_vocab_size=1, **SMALL, **labels,
         )
@@ -139,6 +175,10 @@ def make_tiny_model(
         "text-classification": tf.AutoModelForSequenceClassification,
         "feature-extraction": tf.AutoModel,
         "text-generation": tf.AutoModelForCausalLM,
+        "token-classification": tf.AutoModelForTokenClassification,
+        "zero-shot-classification": tf.AutoModelForSequenceClassification,
+        "question-answering": tf.AutoModelForQuestionAnswering,
+        "fill-mask": tf.AutoModelForMaskedLM,
     }[task] if not seq2seq else tf.AutoModelForSeq2SeqLM
     model = auto.from_config(config)
     model.eval()

@@ -21,10 +21,14 @@ from runtime.engines import BuiltEngine, EngineError, EngineOptions, Phase
 from runtime.errors import BundleCorruptError
 from runtime.manifest import HEAD_PREFIX, Manifest
 
-# manifest.auto_class -> the output of the transformers class that the tasks read (None: the task calls generate)
-OUTPUTS = {
+# manifest.auto_class -> the output of the transformers class that the tasks read (None: the task calls generate;
+# several names: stacked on a new last axis, as one array)
+OUTPUTS: dict[str, str | tuple[str, ...] | None] = {
     "AutoModel": "last_hidden_state",
     "AutoModelForSequenceClassification": "logits",
+    "AutoModelForTokenClassification": "logits",  # (B, T, labels)
+    "AutoModelForMaskedLM": "logits",  # (B, T, vocab)
+    "AutoModelForQuestionAnswering": ("start_logits", "end_logits"),  # (B, T, 2)
     "AutoModelForCausalLM": None,
     "AutoModelForSeq2SeqLM": None,
 }
@@ -35,7 +39,9 @@ NATIVE_TASKS = ("feature-extraction", "text-classification")  # what the native 
 class TorchEngine:
     name = "torch"
 
-    def __init__(self, model: Any, device: str, output: str | None, implementation: str = "transformers") -> None:
+    def __init__(
+        self, model: Any, device: str, output: str | tuple[str, ...] | None, implementation: str = "transformers"
+    ) -> None:
         self.model = model
         self.device = device
         self.implementation = implementation  # "native" | "transformers"
@@ -51,11 +57,14 @@ class TorchEngine:
             if not isinstance(out, torch.Tensor):
                 if self._output is None:
                     raise TypeError(f"{type(out).__name__} is not a tensor and this engine names no output to read")
-                out = getattr(out, self._output)
+                if isinstance(self._output, tuple):
+                    out = torch.stack([getattr(out, name) for name in self._output], dim=-1)
+                else:
+                    out = getattr(out, self._output)
             return out.float().cpu().numpy()
 
     def output_width(self) -> int | None:
-        if self._output != "logits":
+        if self._output != "logits" or type(self.model).__name__.endswith("ForMaskedLM"):  # a masked LM's are its vocab
             return None
         # both implementations size the head from config.json and load its tensors strictly, shapes checked
         width = getattr(getattr(self.model, "config", self.model), "num_labels", None)
