@@ -430,6 +430,7 @@ def _manifest(
     if source.task in LABELLED_TASKS:
         id2label = {int(k): v for k, v in config.get("id2label", {}).items()}
         manifest["labels"] = [id2label.get(i, f"LABEL_{i}") for i in range(model.config.num_labels)]
+    if source.task == "text-classification":
         manifest["problem_type"] = (
             "multi_label_classification"
             if multi_label

@@ -35,7 +35,8 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
         "compiled": m.compiled,
         "versions": dict(m.versions),
         "files": bundle.file_names,
-        "golden": [{"input": g.input, "output": _short(g.output)} for g in m.golden],
+        "task_config": dict(m.task_config),
+        "golden": [{"input": g.input, "parameters": dict(g.parameters), "output": _short(g.output)} for g in m.golden],
         "no_golden": m.no_golden,
     }
     if m.labels:
@@ -100,7 +101,10 @@ def render(info: dict[str, Any]) -> str:
 
         lines += [f"  budget        {line}" for line in describe(info["budget"])]
     if "labels" in info:
-        lines.append(f"  labels        {', '.join(info['labels'])} ({info['problem_type']})")
+        kind = f" ({info['problem_type']})" if info.get("problem_type") else ""
+        lines.append(f"  labels        {', '.join(info['labels'])}{kind}")
+    if info.get("task_config"):
+        lines.append("  task config   " + ", ".join(f"{k}={v!r}" for k, v in info["task_config"].items()))
     if "pooling" in info:
         p = info["pooling"]
         head = f", {len(p['dense'])} Dense" if p["dense"] else ""
@@ -112,5 +116,6 @@ def render(info: dict[str, Any]) -> str:
     else:
         lines.append("  golden examples")
     for g in info["golden"]:
-        lines.append(f"    {g['input']!r} -> {g['output']}")
+        params = f" {g['parameters']}" if g.get("parameters") else ""
+        lines.append(f"    {g['input']!r}{params} -> {g['output']}")
     return "\n".join(lines)
