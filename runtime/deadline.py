@@ -4,14 +4,37 @@ Lambda kills an invocation at its timeout: work in flight is lost and an SQS bat
 chunk the caller asks `allows_next()`: the time left (`context.get_remaining_time_in_millis()`) must cover the
 longest chunk so far plus DEADLINE_MARGIN_MS (time to deliver results and return). A context without the method (a
 local call) has no deadline.
+
+Work deeper down (a decoding loop) reads the invocation's time left through `invocation_remaining_ms()`: the function
+sets it for the whole invocation with `invocation(context)`, so no task signature carries the context.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
+
+_remaining: ContextVar[Callable[[], int] | None] = ContextVar("invocation_remaining_ms", default=None)
+
+
+@contextmanager
+def invocation(context: Any) -> Iterator[None]:
+    """Make `context.get_remaining_time_in_millis` what invocation_remaining_ms() reads, for this invocation."""
+    method = getattr(context, "get_remaining_time_in_millis", None)
+    token = _remaining.set(method if callable(method) else None)
+    try:
+        yield
+    finally:
+        _remaining.reset(token)
+
+
+def invocation_remaining_ms() -> float | None:
+    """Milliseconds left in the current invocation; None outside one, or when its context has no deadline."""
+    method = _remaining.get()
+    return float(method()) if method is not None else None
 
 
 class Deadline:

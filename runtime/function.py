@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.batch import Answered, BatchRun, Failed, Outcome
-from runtime.deadline import Deadline
+from runtime.deadline import Deadline, invocation
 from runtime.errors import BundleCorruptError, MethodNotAllowedError, RequestError, as_request_error
 from runtime.events import EventKind, HttpEvent, SqsRecord, classify
 from runtime.golden import GoldenCheck
@@ -130,12 +130,13 @@ class Function:
         request_id = getattr(context, "aws_request_id", None) or f"local-{uuid.uuid4()}"
         kind = classify(event)
         started = time.perf_counter_ns()
-        if kind is EventKind.SQS:
-            answer = self._sqs(event, request_id, context, cold)
-        elif kind is EventKind.DIRECT:
-            answer = self._direct(event, request_id, cold)
-        else:
-            answer = self._http(event, kind, request_id, cold)
+        with invocation(context):  # a decoding loop stops in time (runtime/tasks/generation.py)
+            if kind is EventKind.SQS:
+                answer = self._sqs(event, request_id, context, cold)
+            elif kind is EventKind.DIRECT:
+                answer = self._direct(event, request_id, cold)
+            else:
+                answer = self._http(event, kind, request_id, cold)
         total_ms = round((time.perf_counter_ns() - started) / 1e6, 3)
         request_ms = {**answer.request_ms, "total": answer.request_ms.get("total", total_ms)}
         log_invocation(

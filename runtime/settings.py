@@ -68,7 +68,8 @@ class Settings:
     sqs_error_results: str = (
         "fail"  # SQS_ERROR_RESULTS: a record that can never succeed (4xx): fail (retry, DLQ) | deliver
     )
-    deadline_margin_ms: int = 2000  # DEADLINE_MARGIN_MS: SQS chunks start only with this much time to spare
+    # DEADLINE_MARGIN_MS: SQS chunks start, and decoding steps run, only with this much time to spare
+    deadline_margin_ms: int = 2000
     engine: str = "auto"  # ENGINE: auto (the bundle's own) | torch | onnxruntime
     device: str = "auto"  # DEVICE: auto (cuda when present) | cpu | cuda | cuda:N
     cuda_dtype: str = "float16"  # CUDA_DTYPE: float16 | bfloat16 | float32 compute on a GPU (CPU is always fp32)

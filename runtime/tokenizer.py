@@ -94,3 +94,7 @@ class TextTokenizer:
 
     def decode(self, ids: list[int], *, skip_special_tokens: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def special_ids(self) -> set[int]:
+        """Ids of the tokenizer's special tokens (those decode(skip_special_tokens=True) drops)."""
+        return {i for i, token in self._tok.get_added_tokens_decoder().items() if token.special}

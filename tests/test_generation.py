@@ -190,8 +190,9 @@ def test_sampling_parameters_reach_generate(kind: str, source, predictor) -> Non
     params = {"do_sample": True, "temperature": 0.7, "top_k": 20, "top_p": 0.9}
     torch.manual_seed(1234)
     _, texts = src.generate(PROMPTS, max_new_tokens=10, **params)
-    torch.manual_seed(1234)
-    assert [o["generated_text"] for o in pred.predict(PROMPTS, {"max_new_tokens": 10, **params}).outputs] == texts
+    # the request's seed seeds torch's generator right before generate(), as torch.manual_seed did for the source
+    got = pred.predict(PROMPTS, {"max_new_tokens": 10, "seed": 1234, **params}).outputs
+    assert [o["generated_text"] for o in got] == texts
 
 
 def test_stop_string_ends_generation_and_is_cut_from_the_text(source, predictor) -> None:
@@ -395,9 +396,10 @@ BAD_PARAMETERS = [
     ({"do_sample": "yes"}, "parameter 'do_sample' must be true or false, got 'yes'"),
     ({"stop": [""]}, "parameter 'stop' must be a string or a list of up to 8 non-empty strings, got ['']"),
     (
-        {"seed": 1},
-        "unknown parameter 'seed' for text-generation; accepted parameters: do_sample, max_new_tokens, num_beams, "
-        "repetition_penalty, return_full_text, stop, temperature, top_k, top_p",
+        {"best_of": 2},
+        "unknown parameter 'best_of' for text-generation; accepted parameters: decoder_input_details, details, "
+        "do_sample, max_new_tokens, num_beams, repetition_penalty, return_full_text, seed, stop, temperature, top_k, "
+        "top_n_tokens, top_p",
     ),
 ]
 

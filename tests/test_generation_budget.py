@@ -291,9 +291,8 @@ def test_sampling_values_at_their_bounds_equal_source_generate(params, tiny_bund
     prompts = ["the capital of france is", "once upon a time"]
     torch.manual_seed(7)
     _, texts = source_llama.generate(prompts, max_new_tokens=6, do_sample=True, **params)
-    torch.manual_seed(7)
-    answer = fn.handle(
-        {"inputs": prompts, "parameters": {"max_new_tokens": 6, "do_sample": True, **params}}, FakeContext()
+    answer = fn.handle(  # the request's seed seeds torch's generator right before generate()
+        {"inputs": prompts, "parameters": {"max_new_tokens": 6, "do_sample": True, "seed": 7, **params}}, FakeContext()
     )
     assert [o["generated_text"] for o in answer["outputs"]] == texts
 

@@ -4,15 +4,23 @@ Parameters a request leaves out take the model's own generation_config (stored i
 `decoder_start_token_id`, `forced_bos_token_id`, `no_repeat_ngram_size`, `num_beams`... are those of the source),
 except `do_sample`, which defaults to false: greedy, reproducible answers unless sampling is asked for. `stop` strings
 end a sequence when its new text contains one; the answer is cut just before the first stop string.
+
+Decoding stops before Lambda's timeout: after each step the invocation's time left (runtime/deadline.py) must cover
+the slowest step so far plus DEADLINE_MARGIN_MS, else the answer is what was decoded, with finish_reason
+"time_limit". `"details": true` adds Text Generation Inference's details: finish_reason ("length", "eos_token",
+"stop_sequence", "time_limit"), generated_tokens, seed, the tokens with their log-probabilities, the prompt's
+(`decoder_input_details`) and the top alternatives of each step (`top_n_tokens`).
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.deadline import invocation_remaining_ms
 from runtime.errors import InvalidInputError, InvalidParametersError, PayloadTooLargeError
 from runtime.golden import GoldenCheck, text_match
 from runtime.loader import LoadedModel
@@ -66,12 +74,39 @@ class _StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+class _TimeLimit:
+    """Stops every row once the invocation's time left no longer covers the slowest step so far plus the margin:
+    Lambda would kill the invocation mid-step, and the caller would pay for tokens and get none."""
+
+    def __init__(self, margin_ms: int) -> None:
+        self.margin_ms = margin_ms
+        self.fired = False
+        self._last: float | None = None
+        self._slowest_ms = 0.0
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        now = time.perf_counter()
+        if self._last is not None:
+            self._slowest_ms = max(self._slowest_ms, (now - self._last) * 1000)
+        self._last = now
+        left = invocation_remaining_ms()
+        stop = left is not None and left - self.margin_ms < self._slowest_ms
+        self.fired = self.fired or stop
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
 @dataclass(frozen=True)
 class Generated:
-    """generate()'s output: (rows, prompt + new tokens) ids, and when the first new token existed."""
+    """generate()'s output: (rows, prompt + new tokens) ids, when the first new token existed, whether the time
+    limit stopped it, each step's scores (when details ask for them) and the seed of a sampled answer."""
 
     sequences: Any
     first_token_ns: int | None
+    time_limited: bool = False
+    scores: Any = None  # tuple of (rows, vocab) processed scores, one per step
+    seed: int | None = None
 
 
 class GenerationTask:
@@ -115,7 +150,9 @@ class GenerationTask:
             self.max_input_tokens = window
             self.max_input_tokens_why = f"the model's {self.max_length} positions, less one for a new token"
         self.max_generation_tokens = settings.max_generation_tokens
+        self.deadline_margin_ms = settings.deadline_margin_ms
         self.cleanup_spaces = gen.clean_up_tokenization_spaces
+        self.special_ids = self.tokenizer.special_ids()
         template = gen.chat_template
         self.chat = ChatTemplate(template, dict(gen.special_tokens)) if template else None
 
@@ -140,8 +177,20 @@ class GenerationTask:
                 "num_beams": p.integer(1, 8),
                 "stop": _stop_list,
                 "return_full_text": p.boolean,
+                "seed": p.integer(0, 2**32 - 1),
+                "details": p.boolean,
+                "decoder_input_details": p.boolean,
+                "top_n_tokens": p.integer(1, 5),
             },
         )
+        if (out.get("decoder_input_details") or out.get("top_n_tokens")) and not out.get("details"):
+            raise InvalidParametersError(
+                "parameters 'decoder_input_details' and 'top_n_tokens' shape the details: send \"details\": true too"
+            )
+        if out.get("details") and out.get("num_beams", self._base_config.get("num_beams") or 1) > 1:
+            raise InvalidParametersError(
+                "parameter 'details' needs num_beams 1: a beam search's scores are not per-token log-probabilities"
+            )
         out.setdefault("max_new_tokens", self.default_max_new_tokens)
         if self.default_stop and "stop" not in out:
             out["stop"] = self.default_stop
@@ -237,19 +286,28 @@ class GenerationTask:
 
         config = self.generation_config(params)
         clock = _FirstTokenClock()
-        criteria: list[Any] = [clock]
+        limit = _TimeLimit(self.deadline_margin_ms)
+        criteria: list[Any] = [clock, limit]
         if params.get("stop"):
             criteria.append(_StopOnStrings(params["stop"], self._new_tokens_start(batch), self._decode))
         import torch
 
+        seed = None
+        if config.do_sample:  # a sampled answer is reproducible from the seed its details report
+            seed = params.get("seed", random.randrange(2**32))
+            torch.manual_seed(seed)
+        details = bool(params.get("details"))
         with torch.inference_mode():
-            sequences = self.model.generate(
+            out = self.model.generate(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 generation_config=config,
                 stopping_criteria=StoppingCriteriaList(criteria),
+                return_dict_in_generate=details,
+                output_scores=details,
             )
-        return Generated(sequences, clock.first_token_ns)
+        sequences, scores = (out.sequences, out.scores) if details else (out, None)
+        return Generated(sequences, clock.first_token_ns, limit.fired, scores, seed)
 
     def _new_tokens_start(self, batch: dict[str, Any]) -> int:
         # decoder-only: the output repeats the (padded) prompt; encoder-decoder: it starts with decoder_start_token_id
@@ -261,20 +319,80 @@ class GenerationTask:
         out = []
         total = 0
         prompts = batch["input_ids"].cpu().tolist()
-        for row, prompt_len, prompt in zip(generated.sequences.cpu().tolist(), batch["prompt_lengths"], prompts):
+        left = self.tokenizer.spec.padding_side == "left"
+        rows = generated.sequences.cpu().tolist()
+        for i, (row, prompt_len, prompt) in enumerate(zip(rows, batch["prompt_lengths"], prompts)):
             new = row[start:]
             n = self._generated_count(new, stops)
             text = self._decode(new[:n])
+            stopped = False
             for s in stops:
                 cut = text.find(s)
                 if cut >= 0:
-                    text = text[:cut]
+                    text, stopped = text[:cut], True
+            own_prompt = prompt[len(prompt) - prompt_len :] if left else prompt[:prompt_len]
             if params.get("return_full_text") and not self.is_encoder_decoder:
-                left = self.tokenizer.spec.padding_side == "left"
-                text = self._decode(prompt[len(prompt) - prompt_len :] if left else prompt[:prompt_len]) + text
-            out.append({"generated_text": text})
+                text = self._decode(own_prompt) + text
+            answer: dict[str, Any] = {"generated_text": text}
+            reason = self._finish_reason(new[:n], stopped, generated.time_limited, params["max_new_tokens"])
+            if params.get("details") or reason == "time_limit":  # a cut answer always says why
+                answer["details"] = self._details(generated, i, new[:n], own_prompt, reason, params)
+            out.append(answer)
             total += n
         return Chunk(out, generated_tokens=total, first_token_ns=generated.first_token_ns)
+
+    def _finish_reason(self, new: list[int], stopped: bool, time_limited: bool, max_new_tokens: int) -> str:
+        if new and new[-1] in self.eos_token_ids:
+            return "eos_token"
+        if stopped:
+            return "stop_sequence"
+        if time_limited and len(new) < max_new_tokens:
+            return "time_limit"
+        return "length"
+
+    def _details(
+        self, generated: Generated, row: int, new: list[int], prompt: list[int], reason: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Text Generation Inference's details of one answer (log-probabilities only when details were asked)."""
+        details: dict[str, Any] = {
+            "finish_reason": reason,
+            "generated_tokens": len(new),
+            "input_tokens": len(prompt),
+            "seed": generated.seed,
+        }
+        if not params.get("details"):
+            return details
+        import torch
+
+        steps = [torch.log_softmax(step[row].float(), dim=-1) for step in generated.scores[: len(new)]]
+        details["prefill"] = self._prefill(prompt) if params.get("decoder_input_details") else []
+        details["tokens"] = [self._token(t, float(lp[t])) for t, lp in zip(new, steps)]
+        if params.get("top_n_tokens"):
+            top = [torch.topk(lp, params["top_n_tokens"]) for lp in steps]
+            details["top_tokens"] = [
+                [self._token(int(t), float(v)) for v, t in zip(best.values, best.indices)] for best in top
+            ]
+        return details
+
+    def _prefill(self, prompt: list[int]) -> list[dict[str, Any]]:
+        """The prompt's tokens, each with its log-probability given the ones before it (the first has none)."""
+        import torch
+
+        if self.is_encoder_decoder:  # the prompt is the encoder's input: the model never predicts it
+            return [{"id": t, "text": self._token_text(t), "logprob": None} for t in prompt]
+        with torch.inference_mode():
+            ids = torch.tensor([prompt], device=self.device)
+            logprobs = torch.log_softmax(self.model(input_ids=ids).logits[0].float(), dim=-1)
+        return [
+            {"id": t, "text": self._token_text(t), "logprob": None if k == 0 else float(logprobs[k - 1, t])}
+            for k, t in enumerate(prompt)
+        ]
+
+    def _token(self, token: int, logprob: float) -> dict[str, Any]:
+        return {"id": token, "text": self._token_text(token), "logprob": logprob, "special": token in self.special_ids}
+
+    def _token_text(self, token: int) -> str:
+        return self.tokenizer.decode([token], skip_special_tokens=False)
 
     def compare(self, expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
         return text_match(expected, actual, precision)
