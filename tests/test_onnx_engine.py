@@ -183,8 +183,8 @@ def test_text_generation_is_refused_with_the_fix(tiny_model, tmp_path: Path) -> 
     with pytest.raises(SourceError) as info:
         build_bundle(tiny_model("llama", task="text-generation"), out, engine="onnxruntime")
     assert str(info.value) == (
-        "--engine onnxruntime serves feature-extraction, text-classification; task 'text-generation' is built for the "
-        "torch engine. Build it without --engine (or with --engine torch)"
+        "--engine onnxruntime serves feature-extraction, text-classification, token-classification; task "
+        "'text-generation' is built for the torch engine. Build it without --engine (or with --engine torch)"
     )
     assert not out.exists()
 
