@@ -28,6 +28,7 @@ LONG = " ".join(
 TEXTS = [
     "Ada Lovelace worked with Charles Babbage in London.",
     "Café naïve résumé: 北京 and 東京, 🚀🎉 emoji, Ünïcödé spacing  twice!",
+    "Cafe\u0301 (a combining accent), ﬁne Ⅻ, [SEP] and <s> typed in, a tab\there and a\nnew line",
     LONG,
 ]
 PARAMETERS = [
@@ -132,7 +133,7 @@ def test_the_texts_exercise_subwords_unknown_tokens_and_windows(pipes, kind: str
 @pytest.mark.parametrize("engine", ENGINES)
 def test_truncation_is_reported_unless_a_stride_covers_the_text(functions, engine: str) -> None:
     fn = functions("bert", engine)
-    assert ask(fn, TEXTS)["timing"]["truncated_inputs"] == [2]
+    assert ask(fn, TEXTS)["timing"]["truncated_inputs"] == [TEXTS.index(LONG)]
     assert "truncated_inputs" not in ask(fn, TEXTS, {"stride": 8, "aggregation_strategy": "simple"})["timing"]
 
 
@@ -233,6 +234,20 @@ def test_labels_are_checked_against_the_logits(tiny_bundle, tmp_path: Path, engi
         )
     else:
         assert "where (rows, tokens, 6 labels) was expected" in str(info.value)
+
+
+def test_a_bundle_without_the_unknown_token_id_is_refused(tiny_bundle, tmp_path: Path) -> None:
+    def forget(header: dict[str, Any]) -> None:
+        header["manifest"]["task_config"] = {}
+
+    path = tmp_path / "model.bundle"
+    path.write_bytes(rehash_header(tiny_bundle("bert", TASK).read_bytes(), forget))
+    with pytest.raises(BundleCorruptError) as info:
+        new_function(path, NUM_THREADS="1")
+    assert str(info.value) == (
+        f"{path}: manifest field 'task_config' must hold \"unk_token_id\" (an id, or null), got {{}}; rebuild the "
+        "bundle with bundle_builder"
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -50,14 +50,14 @@ class TokenClassificationTask:
         self.labels: list[str] = list(m.labels)
         if not self.labels:
             raise field_error(where, "labels", "must name the model's labels (id2label order)", self.labels)
-        # the ONNX engine cannot tell per-token logits from hidden states, so the width is checked on the logits too
+        # the torch engine knows its head's width; the ONNX engine's 3-D output does not say, so postprocess checks too
         width = model.engine.output_width()
         if width is not None and width != len(self.labels):
             raise field_error(
                 where, "labels", f"must name one label per logit: the model's classifier outputs {width}", self.labels
             )
-        unk = m.task_config.get("unk_token_id")
-        if "unk_token_id" not in m.task_config or not (unk is None or (isinstance(unk, int) and unk >= 0)):
+        unk = m.task_config.get("unk_token_id", -1)
+        if not (unk is None or (isinstance(unk, int) and not isinstance(unk, bool) and unk >= 0)):
             raise field_error(where, "task_config", 'must hold "unk_token_id" (an id, or null)', dict(m.task_config))
         self.vocab = Vocabulary.of(self.tokenizer.backend, unk)
         self.max_length = m.tokenizer.max_length
@@ -80,7 +80,7 @@ class TokenClassificationTask:
                 "stride": p.integer(0, max(self.max_stride, 0), why=why),
             },
         )
-        # the pipeline refuses an explicit "none" with a stride, and takes a stride with the default ("none") alike
+        # the pipeline refuses a stride with an explicit "none", yet takes one when no strategy is sent (then "none")
         if "stride" in out and out.get("aggregation_strategy") == "none":
             raise InvalidParametersError(
                 "parameter 'stride' cannot go with aggregation_strategy 'none' (transformers' pipeline refuses the "
