@@ -355,6 +355,9 @@ def task_config(source: Source, tokenizer: Any) -> dict[str, Any]:
             "mask_token_id": tokenizer.mask_token_id,
             "clean_up_tokenization_spaces": _decode_cleans_up(tokenizer),
         }
+    if source.task == "token-classification":
+        # the pipeline shows an unknown token as the text it stands for, and never as part of a longer word
+        return {"unk_token_id": tokenizer.unk_token_id}
     if source.task == "question-answering":
         # the pipeline puts the question first unless the tokenizer pads on the left
         return {"question_first": getattr(tokenizer, "padding_side", "right") == "right"}

@@ -98,3 +98,26 @@ class TextTokenizer:
     def special_ids(self) -> set[int]:
         """Ids of the tokenizer's special tokens (those decode(skip_special_tokens=True) drops)."""
         return {i for i, token in self._tok.get_added_tokens_decoder().items() if token.special}
+
+    @property
+    def backend(self) -> Any:
+        """The `tokenizers.Tokenizer` itself: its vocabulary, model and decoder, for tasks that read tokens back."""
+        return self._tok
+
+    def encode_windows(
+        self, texts: list[str], *, stride: int | None = None
+    ) -> tuple[list[list[Any]], dict[str, np.ndarray]]:
+        """Each text's `tokenizers.Encoding`s (ids, character offsets, special_tokens_mask), and the model inputs of
+        all of them in that order, each (rows, T) int64, padded to the longest.
+
+        Without a stride a text has one encoding, cut at max_length (its `overflowing` is not empty when it was cut).
+        With one, windows of max_length tokens cover the whole text, each repeating the last `stride` tokens of the
+        one before, as transformers cuts them with return_overflowing_tokens=True. The stride must be less than
+        max_length minus the special tokens of a window (the tokenizers library panics otherwise)."""
+        self._tok.enable_truncation(max_length=self.spec.max_length, stride=stride or 0)
+        try:
+            encodings = self._tok.encode_batch(texts)
+        finally:
+            self._tok.enable_truncation(max_length=self.spec.max_length)
+        windows = [[e, *e.overflowing] if stride is not None else [e] for e in encodings]
+        return windows, self._arrays([w for text in windows for w in text])

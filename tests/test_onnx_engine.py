@@ -11,8 +11,10 @@ import pytest
 
 from bundle_builder.build import build_bundle
 from bundle_builder.errors import SourceError
+from bundle_builder.onnx_export import OUTPUTS
 from runtime.bundle import read_bundle
 from runtime.engines import EngineError, EngineOptions
+from runtime.tasks import TASKS
 from runtime.loader import ONNX_FILE, load_model
 from runtime.predictor import Predictor
 from runtime.settings import Settings
@@ -182,9 +184,11 @@ def test_text_generation_is_refused_with_the_fix(tiny_model, tmp_path: Path) -> 
     out = tmp_path / "gen.bundle"
     with pytest.raises(SourceError) as info:
         build_bundle(tiny_model("llama", task="text-generation"), out, engine="onnxruntime")
+    served = [t for t in OUTPUTS if t in TASKS]  # every task this runtime serves that has an ONNX export
+    assert {"feature-extraction", "text-classification"} <= set(served) and "text-generation" not in served
     assert str(info.value) == (
-        "--engine onnxruntime serves feature-extraction, text-classification; task 'text-generation' is built for the "
-        "torch engine. Build it without --engine (or with --engine torch)"
+        f"--engine onnxruntime serves {', '.join(served)}; task 'text-generation' is built for the torch engine. "
+        "Build it without --engine (or with --engine torch)"
     )
     assert not out.exists()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from runtime.errors import InvalidParametersError
 
-__all__ = ["InvalidParametersError", "boolean", "check", "direction", "integer", "number", "one_of", "text"]
+__all__ = ["InvalidParametersError", "boolean", "check", "direction", "integer", "number", "one_of", "strings", "text"]
 
 Rule = Callable[[str, Any], Any]
 _repr = reprlib.Repr()  # echo a value in an error, not megabytes of it
@@ -94,3 +94,10 @@ def one_of(*choices: str) -> Rule:
         return value
 
     return rule
+
+
+def strings(name: str, value: Any) -> list[str]:
+    """A list of strings (possibly empty)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidParametersError(f"parameter {name!r} must be a list of strings, got {_short(value)}")
+    return list(value)
