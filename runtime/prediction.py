@@ -15,6 +15,7 @@ class Prediction:
     tokens_per_s: float | None = None  # generation: generated_tokens / inference seconds
     truncated_inputs: tuple[int, ...] = ()  # indices of the inputs cut at the model's max length
     input_tokens: int | None = None  # encoder tasks: tokens the model read, over all inputs (OpenAI's usage)
+    facts: tuple[dict[str, Any], ...] = ()  # per output, in input order: the task's facts (runtime.tasks.Chunk.facts)
 
     @property
     def inference_ms(self) -> float:

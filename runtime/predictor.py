@@ -61,6 +61,7 @@ class Predictor:
         self.task.check_inputs(inputs)
         params = self.task.check_parameters(parameters or {})
         outputs: list[Any] = [None] * len(inputs)
+        facts: list[dict[str, Any]] = [{} for _ in inputs]
         generated: int | None = None
         first_token_ms: float | None = None
         truncated: list[int] = []
@@ -80,6 +81,8 @@ class Predictor:
                 chunk = self.task.postprocess(raw, batch, params)
             for i, output in zip(indices, chunk.outputs, strict=True):
                 outputs[i] = output
+            for i, known in zip(indices, chunk.facts):
+                facts[i] = known
             truncated.extend(indices[i] for i in chunk.truncated)
             if chunk.first_token_ns and first_token_ms is None:
                 first_token_ms = round((chunk.first_token_ns - t) / 1e6, 3)
@@ -92,7 +95,14 @@ class Predictor:
             seconds = timer.stages_ns.get("inference", 0) / 1e9
             tokens_per_s = round(generated / seconds, 2) if seconds else None
         return Prediction(
-            outputs, timer.as_ms(), first_token_ms, generated, tokens_per_s, tuple(sorted(truncated)), input_tokens
+            outputs,
+            timer.as_ms(),
+            first_token_ms,
+            generated,
+            tokens_per_s,
+            tuple(sorted(truncated)),
+            input_tokens,
+            tuple(facts) if any(facts) else (),
         )
 
     def _passes(self, inputs: list[Any]) -> list[list[int]]:

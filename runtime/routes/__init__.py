@@ -3,6 +3,7 @@
     /, /predict      {"inputs", "parameters"} -> {"outputs", "model", "timing"}      routes/inference.py
     /embed, /rerank  Text Embeddings Inference's shapes                             routes/tei.py
     /v1/embeddings   OpenAI's embeddings shape                                      routes/openai_embeddings.py
+    /v1/chat/completions, /v1/completions   OpenAI's generation shapes              routes/openai_completions.py
 
 Direct invokes and SQS records always speak the first. A route parses the decoded JSON body into a Request, shapes
 the Prediction into its body, and renders errors as its clients read them. A bundle has the routes of its task; any
@@ -13,13 +14,21 @@ from __future__ import annotations
 
 from runtime.errors import RouteNotFoundError
 from runtime.routes.inference import InferenceRoute
+from runtime.routes.openai_completions import OpenAIChatCompletions, OpenAICompletions
 from runtime.routes.openai_embeddings import OpenAIEmbeddings
 from runtime.routes.route import Reply, Route
 from runtime.routes.tei import TeiEmbed, TeiRerank
 
 __all__ = ["ROUTES", "Reply", "Route", "Router"]
 
-ROUTES: tuple[Route, ...] = (InferenceRoute(), TeiEmbed(), TeiRerank(), OpenAIEmbeddings())
+ROUTES: tuple[Route, ...] = (
+    InferenceRoute(),
+    TeiEmbed(),
+    TeiRerank(),
+    OpenAIEmbeddings(),
+    OpenAIChatCompletions(),
+    OpenAICompletions(),
+)
 
 
 class Router:

@@ -60,8 +60,13 @@ class OpenAIEmbeddings:
         }
 
     def error_body(self, error: RequestError, request_id: str) -> Any:
-        kind = "server_error" if isinstance(error, InternalError) else "invalid_request_error"
-        return {"error": {"message": str(error), "type": kind, "param": None, "code": error.error_type}}
+        return openai_error(error)
+
+
+def openai_error(error: RequestError) -> dict[str, Any]:
+    """An error in the shape the openai client reads (it raises it with this message)."""
+    kind = "server_error" if isinstance(error, InternalError) else "invalid_request_error"
+    return {"error": {"message": str(error), "type": kind, "param": None, "code": error.error_type}}
 
 
 def _token_ids(value: Any) -> bool:

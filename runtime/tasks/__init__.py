@@ -43,6 +43,9 @@ class Chunk:
     first_token_ns: int | None = None  # perf_counter_ns when the first new token existed
     truncated: list[int] = field(default_factory=list)  # indices (in this chunk) of inputs cut at max_length
     input_tokens: int | None = None  # tokens the model read in this chunk (attention mask ones)
+    # per output, what an HTTP route may report besides the output (generation: finish_reason, generated_tokens,
+    # input_tokens); empty for tasks with nothing to add
+    facts: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Task(Protocol):

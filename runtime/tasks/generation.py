@@ -321,6 +321,7 @@ class GenerationTask:
         prompts = batch["input_ids"].cpu().tolist()
         left = self.tokenizer.spec.padding_side == "left"
         rows = generated.sequences.cpu().tolist()
+        facts: list[dict[str, Any]] = []
         for i, (row, prompt_len, prompt) in enumerate(zip(rows, batch["prompt_lengths"], prompts)):
             new = row[start:]
             n = self._generated_count(new, stops)
@@ -335,11 +336,13 @@ class GenerationTask:
                 text = self._decode(own_prompt) + text
             answer: dict[str, Any] = {"generated_text": text}
             reason = self._finish_reason(new[:n], stopped, generated.time_limited, params["max_new_tokens"])
+            details = self._details(generated, i, new[:n], own_prompt, reason, params)
             if params.get("details") or reason == "time_limit":  # a cut answer always says why
-                answer["details"] = self._details(generated, i, new[:n], own_prompt, reason, params)
+                answer["details"] = details
             out.append(answer)
+            facts.append({k: details[k] for k in ("finish_reason", "generated_tokens", "input_tokens")})
             total += n
-        return Chunk(out, generated_tokens=total, first_token_ns=generated.first_token_ns)
+        return Chunk(out, generated_tokens=total, first_token_ns=generated.first_token_ns, facts=facts)
 
     def _finish_reason(self, new: list[int], stopped: bool, time_limited: bool, max_new_tokens: int) -> str:
         if new and new[-1] in self.eos_token_ids:
