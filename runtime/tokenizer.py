@@ -94,3 +94,23 @@ class TextTokenizer:
 
     def decode(self, ids: list[int], *, skip_special_tokens: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, strategy: str = "longest_first") -> Encoded:
+        """(text, text_pair) rows cut at max_length with tokenizers' `strategy` ("only_first" cuts the text and never
+        its pair, as transformers' zero-shot pipeline does). Raises ValueError when a row cannot be cut to fit (its
+        pair alone is too long for only_first)."""
+        self._tok.enable_truncation(max_length=self.spec.max_length, strategy=strategy)
+        try:
+            encodings = self._tok.encode_batch(list(pairs))
+        except Exception as e:  # tokenizers raises a bare Exception ("Sequence to truncate too short ...")
+            raise ValueError(str(e)) from None
+        finally:
+            self._tok.enable_truncation(max_length=self.spec.max_length)
+        return Encoded(self._arrays(encodings), [i for i, e in enumerate(encodings) if e.overflowing])
+
+    def vocab(self) -> dict[str, int]:
+        """Token -> id, added tokens included (transformers' get_vocab)."""
+        return self._tok.get_vocab(with_added_tokens=True)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tok.id_to_token(token_id)

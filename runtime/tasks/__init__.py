@@ -30,6 +30,8 @@ TASKS = {
     "feature-extraction": "runtime.tasks.embedding:EmbeddingTask",
     "text-classification": "runtime.tasks.classification:ClassificationTask",
     "text-generation": "runtime.tasks.generation:GenerationTask",
+    "zero-shot-classification": "runtime.tasks.zero_shot:ZeroShotTask",
+    "fill-mask": "runtime.tasks.fill_mask:FillMaskTask",
 }
 
 
