@@ -32,8 +32,7 @@ DEFAULT_TEMPLATE = "This example is {}."  # the pipeline's
 
 @dataclass(frozen=True)
 class ZeroShotBatch:
-    arrays: dict[str, np.ndarray]  # (pairs, T) int64: one row per distinct (text, hypothesis) pair
-    rows: list[list[int]]  # each input's row per candidate label
+    arrays: dict[str, np.ndarray]  # (inputs x labels, T) int64: the (text, hypothesis) pairs, input by input
     sequences: list[str]  # the inputs, as the answers echo them
     truncated: list[int]  # inputs cut at max_length (with every hypothesis)
 
@@ -112,21 +111,18 @@ class ZeroShotTask:
     def preprocess(self, inputs: list[str], params: dict[str, Any]) -> ZeroShotBatch:
         labels: list[str] = params["candidate_labels"]
         hypotheses = [params["hypothesis_template"].format(label) for label in labels]
-        pairs: dict[tuple[str, str], int] = {}  # a repeated pair (a label or a text twice) is computed once
-        rows = [[pairs.setdefault((x, h), len(pairs)) for h in hypotheses] for x in inputs]
-        distinct = list(pairs)
+        pairs = [(x, h) for x in inputs for h in hypotheses]
         try:
-            encoded = self.tokenizer.encode_pairs(distinct, strategy="only_first")
+            encoded = self.tokenizer.encode_pairs(pairs, strategy="only_first")
         except ValueError:
             raise self._hypothesis_too_long(labels, hypotheses) from None
-        cut = set(encoded.truncated)
-        truncated = [i for i, row in enumerate(rows) if cut.intersection(row)]
+        n = len(labels)
+        truncated = sorted({row // n for row in encoded.truncated})
         if truncated and not params.get("truncate", True):
-            at = truncated[0]
-            row = next(r for r in rows[at] if r in cut)
-            part = f" with the hypothesis {distinct[row][1]!r}"
-            raise InputTooLongError(at, self.tokenizer.count_tokens(distinct[row]), self.max_length, part)
-        return ZeroShotBatch(encoded.arrays, rows, list(inputs), truncated)
+            row = encoded.truncated[0]
+            part = f" with the hypothesis {pairs[row][1]!r}"
+            raise InputTooLongError(row // n, self.tokenizer.count_tokens(pairs[row]), self.max_length, part)
+        return ZeroShotBatch(encoded.arrays, list(inputs), truncated)
 
     def _hypothesis_too_long(self, labels: list[str], hypotheses: list[str]) -> InvalidParametersError:
         """The hypothesis that leaves no room for the text (only_first cannot cut the pair to max_length)."""
@@ -139,20 +135,31 @@ class ZeroShotTask:
         )
 
     def forward(self, batch: ZeroShotBatch, params: dict[str, Any]) -> np.ndarray:
-        """(pairs, num_labels) logits, the rows run `rows_per_pass` at a time (inputs x labels can be many)."""
-        mask = batch.arrays["attention_mask"]
+        """(inputs x labels, num_labels) logits. Equal rows (a label or a text sent twice, labels the tokenizer
+        normalises alike) run once, so their scores tie exactly as the pipeline's do; the distinct rows run
+        `rows_per_pass` at a time (inputs x labels can be many)."""
+        arrays, mask = batch.arrays, batch.arrays["attention_mask"]
+        stacked = np.concatenate([arrays[k] for k in sorted(arrays)], axis=1)  # (rows, arrays x T)
+        first: dict[bytes, int] = {}
+        same = [first.setdefault(row.tobytes(), i) for i, row in enumerate(stacked)]  # each row's first equal row
+        distinct = sorted(first.values())
         parts = []
-        for start in range(0, mask.shape[0], self.rows_per_pass):
-            rows = slice(start, start + self.rows_per_pass)
+        for start in range(0, len(distinct), self.rows_per_pass):
+            rows = distinct[start : start + self.rows_per_pass]
             columns = mask[rows].any(axis=0)  # drop the padding no row of this part needs
-            parts.append(self.engine.run({k: v[rows][:, columns] for k, v in batch.arrays.items()}))
-        return np.concatenate(parts)
+            parts.append(self.engine.run({k: v[rows][:, columns] for k, v in arrays.items()}))
+        logits = np.concatenate(parts)  # (distinct rows, num_labels)
+        slot = {row: j for j, row in enumerate(distinct)}
+        return logits[[slot[row] for row in same]]
 
     def postprocess(self, logits: np.ndarray, batch: ZeroShotBatch, params: dict[str, Any]) -> Chunk:
         labels: list[str] = params["candidate_labels"]
         out = []
-        for sequence, rows in zip(batch.sequences, batch.rows):
-            scores = self._scores(logits[rows], multi=params.get("multi_label", False) or len(labels) == 1)
+        n = len(labels)
+        for i, sequence in enumerate(batch.sequences):
+            scores = self._scores(
+                logits[i * n : (i + 1) * n], multi=params.get("multi_label", False) or len(labels) == 1
+            )
             top = list(reversed(scores.argsort()))  # the pipeline's order, ties included (same dtype, same sort)
             out.append({"sequence": sequence, "labels": [labels[i] for i in top], "scores": scores[top].tolist()})
         return Chunk(out, truncated=batch.truncated, input_tokens=int(batch.arrays["attention_mask"].sum()))
