@@ -1,0 +1,273 @@
+"""fill-mask answers as transformers' FillMaskPipeline on the same folder.
+
+Tiny random masked LMs (bert: WordPiece, roberta: byte-level BPE, xlm-roberta: Unigram), redrawn so that their
+scores differ (tests/sharp_models.py), each built for both engines; every answer is compared with
+transformers.pipeline("fill-mask") on the source folder: tokens, token_str and sequence exact, scores within 1e-4.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sharp_models import sharpened
+from support import FakeContext, load_event, new_function, rehash_header
+
+from runtime.errors import BundleCorruptError, RequestError
+from runtime.settings import Settings, SettingsError
+
+TASK = "fill-mask"
+KINDS = ["bert", "roberta", "xlm-roberta"]
+ENGINES = ["torch", "onnxruntime"]
+M = "<M>"  # stands for the model's mask token in the cases below
+LONG_TAIL = " and the support team never answered my question" * 12  # over 64 tokens
+
+
+@pytest.fixture(scope="module")
+def source(tiny_model, tmp_path_factory) -> Any:
+    cache: dict[str, Path] = {}
+
+    def make(kind: str) -> Path:
+        if kind not in cache:
+            cache[kind] = sharpened(tiny_model(kind, TASK), tmp_path_factory.mktemp(f"mlm-{kind}"))
+        return cache[kind]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def bundle(source, tmp_path_factory) -> Any:
+    from bundle_builder.build import build_bundle
+
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(kind: str, engine: str = "torch") -> Path:
+        if (kind, engine) not in cache:
+            out = tmp_path_factory.mktemp("fm-bundles") / f"{kind}-{engine}.bundle"
+            build_bundle(source(kind), out, task=TASK, engine=engine)
+            cache[kind, engine] = out
+        return cache[kind, engine]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def function(bundle) -> Any:
+    cache: dict[tuple[str, str], Any] = {}
+
+    def make(kind: str, engine: str = "torch") -> Any:
+        if (kind, engine) not in cache:
+            cache[kind, engine] = new_function(bundle(kind, engine), NUM_THREADS="1")
+        return cache[kind, engine]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def peer(source) -> Any:
+    import transformers
+
+    cache: dict[str, Any] = {}
+
+    def make(kind: str) -> Any:
+        if kind not in cache:
+            folder = str(source(kind))
+            cache[kind] = transformers.pipeline(TASK, model=folder, tokenizer=folder, device="cpu")
+        return cache[kind]
+
+    return make
+
+
+def masked(peer: Any, inputs: Any) -> Any:
+    """The inputs with M replaced by the peer's mask token."""
+    mask = peer.tokenizer.mask_token
+    return inputs.replace(M, mask) if isinstance(inputs, str) else [x.replace(M, mask) for x in inputs]
+
+
+def ask(fn: Any, inputs: Any, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = fn.handle({"inputs": inputs, "parameters": parameters or {}}, FakeContext())
+    return answer
+
+
+def assert_same(got: Any, want: Any) -> None:
+    """Equal answers: token, token_str and sequence exact, in the same order; scores within 1e-4 (fp32)."""
+    if isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want)
+        for g, w in zip(got, want):
+            assert_same(g, w)
+        return
+    assert {k: got[k] for k in ("token", "token_str", "sequence")} == {
+        k: want[k] for k in ("token", "token_str", "sequence")
+    }
+    assert set(got) == set(want) and got["score"] == pytest.approx(want["score"], abs=1e-4)
+
+
+CASES = {
+    "default": (f"the capital of france is {M}.", {}),
+    "top-k-1": (f"the capital of france is {M}.", {"top_k": 1}),
+    "top-k-40": (f"lambda functions load the {M} once", {"top_k": 40}),
+    "mask-first": (f"{M} lasts all day", {"top_k": 3}),
+    "targets": (f"the capital of france is {M}.", {"targets": ["paris", "zzzq", "Paris", "day", "battery"]}),
+    "target-string": (f"the capital of france is {M}.", {"targets": "day"}),
+    "targets-under-top-k": (f"the capital of france is {M}.", {"targets": ["day", "the"], "top_k": 10}),
+    "targets-all-alike": (f"the capital of france is {M}.", {"targets": ["Paris", "PARIS", "paris"]}),
+    "two-masks": (f"the {M} of france is {M}.", {"top_k": 3}),
+    "three-masks-targets": (f"{M} battery {M} all {M}", {"targets": ["day", "the", "lasts"], "top_k": 2}),
+    "accents-cjk-emoji": (f"Café crème {M} à Paris, naïve — 東京タワー 🙂🚀", {}),
+    "list": ([f"the capital of france is {M}.", f"{M} {M}", f"once upon a {M}, café 🙂"], {"top_k": 2}),
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_answers_as_the_pipeline(function, peer, kind: str, engine: str, case: str) -> None:
+    inputs, parameters = CASES[case]
+    inputs = masked(peer(kind), inputs)
+    got = ask(function(kind, engine), inputs, parameters)["outputs"]
+    want = peer(kind)(inputs, **parameters)
+    if isinstance(inputs, list) and len(inputs) == 1:  # the pipeline unwraps a list of one; the function does not
+        want = [want]
+    assert_same(got, want)
+
+
+def test_the_scores_tell_the_tokens_apart(peer) -> None:
+    # gaps over the score tolerance: else any order of the top tokens would pass
+    for kind in KINDS:
+        scores = [a["score"] for a in peer(kind)(masked(peer(kind), f"the capital of france is {M}."))]
+        assert min(a - b for a, b in itertools.pairwise(scores)) > 1e-4, (kind, scores)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_pad_token_in_a_text_is_left_out_of_the_sequence_as_the_pipeline_does(function, peer, kind: str) -> None:
+    text = masked(peer(kind), f"{peer(kind).tokenizer.pad_token} the capital of france is {M}.")
+    assert_same(ask(function(kind), text, {"top_k": 2})["outputs"], peer(kind)(text, top_k=2))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_long_inputs_are_cut_and_reported(function, peer, kind: str) -> None:
+    # the pipeline does not cut by default (the model then fails past its positions): compare with it cutting
+    texts = masked(peer(kind), [f"the capital of {M} is paris", f"the {M} lasts all day" + LONG_TAIL])
+    for engine in ENGINES:
+        answer = ask(function(kind, engine), texts)
+        assert answer["timing"]["truncated_inputs"] == [1]
+        assert_same(answer["outputs"], peer(kind)(texts, tokenizer_kwargs={"truncation": True}))
+
+
+def test_targets_outside_the_vocabulary_warn_as_the_pipeline_does(function, peer, capsys) -> None:
+    tokenizer = peer("bert").tokenizer
+    first = tokenizer("zzzq", add_special_tokens=False)["input_ids"][0]
+    ask(function("bert"), masked(peer("bert"), f"a {M}"), {"targets": ["zzzq", "day"]})
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    warnings = [line["message"] for line in logged if line["level"] == "WARNING"]
+    assert warnings == [
+        "The specified target token `zzzq` does not exist in the model vocabulary. "
+        f"Replacing with `{tokenizer.convert_ids_to_tokens(first)}`."
+    ]
+
+
+def test_logits_are_read_at_the_masks_a_few_rows_at_a_time(bundle, peer, monkeypatch) -> None:
+    import runtime.tasks.fill_mask as fill_mask
+
+    fn = new_function(bundle("roberta"), NUM_THREADS="1")
+    task = fn.predictor.task
+    texts = masked(peer("roberta"), [f"the {M} of france is {M}.", f"a {M}", "the capital of france is" + f" {M}" * 3])
+    batch = task.preprocess(texts, {})
+    assert task.forward(batch, {}).shape == (6, task.vocab_size)  # (masks, V), not (B, T, V)
+    monkeypatch.setattr(fill_mask, "LOGITS_BYTES", 1)  # one row per engine call
+    calls = []
+    run = task.engine.run
+    monkeypatch.setattr(task.engine, "run", lambda arrays: calls.append(len(arrays["input_ids"])) or run(arrays))
+    assert_same(ask(fn, texts)["outputs"], peer("roberta")(texts))
+    assert calls == [1, 1, 1]
+
+
+ERRORS = [
+    ("no-mask", "no mask here", {}, 422, "has no mask token: put"),
+    ("too-many-masks", " ".join([M] * 9), {}, 422, "has 9 mask tokens"),
+    ("empty-targets", f"a {M}", {"targets": []}, 422, "at least one target token must be given"),
+    ("empty-target", f"a {M}", {"targets": ""}, 422, "at least one target token must be given"),
+    ("target-not-text", f"a {M}", {"targets": [1]}, 422, "parameter 'targets' must be a string or a list of strings"),
+    ("top-k-0", f"a {M}", {"top_k": 0}, 422, "parameter 'top_k' must be an integer between 1 and"),
+    ("top-k-over-vocab", f"a {M}", {"top_k": 10**6}, 422, "(the model's vocabulary)"),
+    ("unknown", f"a {M}", {"candidate_labels": ["x"]}, 422, "unknown parameter 'candidate_labels' for fill-mask"),
+    ("mask-cut-off", "the" + LONG_TAIL + f" {M}", {}, 413, "past the model's max length of 64 tokens"),
+    ("truncate-false", f"the {M}" + LONG_TAIL, {"truncate": False}, 413, "the limit is 64"),
+    ("chat", [{"role": "user", "content": "hi"}], {}, 400, "chat-style inputs"),
+]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "parameters", "status", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
+)
+def test_bad_requests_are_typed_errors_and_the_function_keeps_serving(
+    function, peer, inputs: Any, parameters: dict[str, Any], status: int, message: str
+) -> None:
+    fn = function("bert")
+    with pytest.raises(RequestError) as info:
+        ask(fn, masked(peer("bert"), inputs) if isinstance(inputs, str) else inputs, parameters)
+    assert (info.value.status, message in str(info.value)) == (status, True), str(info.value)
+    good = masked(peer("bert"), f"the capital of france is {M}.")
+    assert_same(ask(fn, good)["outputs"], peer("bert")(good))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_input_without_the_mask_token_is_a_422_naming_it(function, peer, kind: str) -> None:
+    mask = peer(kind).tokenizer.mask_token
+    with pytest.raises(RequestError) as info:
+        ask(function(kind), [f"the capital of france is {mask}.", "no mask here"])
+    assert (info.value.status, info.value.error_type, str(info.value)) == (
+        422,
+        "UnprocessableInputError",
+        f'"inputs"[1] has no mask token: put {mask} where the model should fill in a token, as in '
+        f'"Paris is the {mask} of France."',
+    )
+    with pytest.raises(Exception, match="No mask_token"):
+        peer(kind)("no mask here")
+
+
+def test_max_mask_tokens_is_a_checked_setting(bundle, peer) -> None:
+    assert Settings.from_env({"MODEL_BUNDLE": "m"}).max_mask_tokens == 8
+    for bad in ("0", "513", "x"):
+        with pytest.raises(SettingsError, match="MAX_MASK_TOKENS"):
+            Settings.from_env({"MODEL_BUNDLE": "m", "MAX_MASK_TOKENS": bad})
+    fn = new_function(bundle("bert"), NUM_THREADS="1", MAX_MASK_TOKENS="1")
+    two = masked(peer("bert"), f"the {M} of {M}")
+    with pytest.raises(RequestError) as info:
+        ask(fn, two)
+    assert (info.value.status, str(info.value)) == (
+        422,
+        '"inputs"[0] has 2 mask tokens [MASK]; the limit is 1 (MAX_MASK_TOKENS)',
+    )
+
+
+@pytest.mark.parametrize(
+    "task_config",
+    [{}, {"mask_token": "[MASK]"}, {"mask_token": "[MASK]", "mask_token_id": 0}],
+    ids=["empty", "no-id", "wrong-id"],
+)
+def test_a_bundle_without_its_mask_token_does_not_start(bundle, tmp_path, task_config: dict[str, Any]) -> None:
+    def mutate(header: dict[str, Any]) -> None:
+        header["manifest"]["task_config"] = task_config
+
+    bad = tmp_path / "bad.bundle"
+    bad.write_bytes(rehash_header(bundle("bert").read_bytes(), mutate))
+    with pytest.raises(BundleCorruptError, match=r"manifest field 'task_config(.mask_token_id)?' (must name|is not)"):
+        new_function(bad, NUM_THREADS="1", CANARY="false")
+
+
+@pytest.mark.parametrize("event", ["fill_mask_direct.json", "fill_mask_http.json"])
+def test_the_sample_events_answer_as_the_pipeline(function, peer, event: str) -> None:
+    payload = load_event(f"tasks/{event}")  # its mask is <mask>: RoBERTa's
+    answer = function("roberta").handle(payload, FakeContext())
+    if "body" in payload:
+        assert answer["statusCode"] == 200
+        body = json.loads(base64.b64decode(payload["body"]) if payload["isBase64Encoded"] else payload["body"])
+        outputs = json.loads(answer["body"])["outputs"]
+    else:
+        body, outputs = payload, answer["outputs"]
+    assert_same(outputs, peer("roberta")(body["inputs"], **body["parameters"]))
