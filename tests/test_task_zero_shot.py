@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from sharp_models import sharpened
-from support import FakeContext, load_event, new_function, rehash_header
+from support import FakeContext, load_event, modules_after, new_function, rehash_header
 
 from runtime.errors import BundleCorruptError, RequestError
 from runtime.settings import Settings, SettingsError
@@ -272,3 +272,8 @@ def test_the_sample_events_answer_as_the_pipeline(function, peer, event: str) ->
     else:
         body, outputs = payload, answer["outputs"]
     assert_same(outputs, peer("bert")(body["inputs"], **body["parameters"]))
+
+
+def test_the_onnxruntime_path_never_imports_torch_or_transformers(bundle) -> None:
+    modules = modules_after(bundle("bert", "onnxruntime"), {"inputs": TEXT, "parameters": {"candidate_labels": LABELS}})
+    assert "onnxruntime" in modules and not modules & {"torch", "transformers", "bundle_builder"}
