@@ -1,21 +1,19 @@
 """fill-mask answers as transformers' FillMaskPipeline on the same folder.
 
 Tiny random masked LMs (bert: WordPiece, roberta: byte-level BPE, xlm-roberta: Unigram), redrawn so that their
-scores differ (tests/sharp_models.py), each built for both engines; every answer is compared with
+scores differ (tests/pipeline_peers.py), each built for both engines; every answer is compared with
 transformers.pipeline("fill-mask") on the source folder: tokens, token_str and sequence exact, scores within 1e-4.
 """
 
 from __future__ import annotations
 
-import base64
 import itertools
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sharp_models import sharpened
-from support import FakeContext, load_event, modules_after, new_function, rehash_header
+from pipeline_peers import PipelinePeers, answer_event, ask
+from support import load_event, modules_after, new_function
 
 from runtime.errors import BundleCorruptError, RequestError
 from runtime.settings import Settings, SettingsError
@@ -28,69 +26,14 @@ LONG_TAIL = " and the support team never answered my question" * 12  # over 64 t
 
 
 @pytest.fixture(scope="module")
-def source(tiny_model, tmp_path_factory) -> Any:
-    cache: dict[str, Path] = {}
-
-    def make(kind: str) -> Path:
-        if kind not in cache:
-            cache[kind] = sharpened(tiny_model(kind, TASK), tmp_path_factory.mktemp(f"mlm-{kind}"))
-        return cache[kind]
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def bundle(source, tmp_path_factory) -> Any:
-    from bundle_builder.build import build_bundle
-
-    cache: dict[tuple[str, str], Path] = {}
-
-    def make(kind: str, engine: str = "torch") -> Path:
-        if (kind, engine) not in cache:
-            out = tmp_path_factory.mktemp("fm-bundles") / f"{kind}-{engine}.bundle"
-            build_bundle(source(kind), out, task=TASK, engine=engine)
-            cache[kind, engine] = out
-        return cache[kind, engine]
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def function(bundle) -> Any:
-    cache: dict[tuple[str, str], Any] = {}
-
-    def make(kind: str, engine: str = "torch") -> Any:
-        if (kind, engine) not in cache:
-            cache[kind, engine] = new_function(bundle(kind, engine), NUM_THREADS="1")
-        return cache[kind, engine]
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def peer(source) -> Any:
-    import transformers
-
-    cache: dict[str, Any] = {}
-
-    def make(kind: str) -> Any:
-        if kind not in cache:
-            folder = str(source(kind))
-            cache[kind] = transformers.pipeline(TASK, model=folder, tokenizer=folder, device="cpu")
-        return cache[kind]
-
-    return make
+def models(tiny_model, tmp_path_factory) -> PipelinePeers:
+    return PipelinePeers(TASK, tiny_model, tmp_path_factory)
 
 
 def masked(peer: Any, inputs: Any) -> Any:
     """The inputs with M replaced by the peer's mask token."""
     mask = peer.tokenizer.mask_token
     return inputs.replace(M, mask) if isinstance(inputs, str) else [x.replace(M, mask) for x in inputs]
-
-
-def ask(fn: Any, inputs: Any, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-    answer: dict[str, Any] = fn.handle({"inputs": inputs, "parameters": parameters or {}}, FakeContext())
-    return answer
 
 
 def assert_same(got: Any, want: Any) -> None:
@@ -125,43 +68,43 @@ CASES = {
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_answers_as_the_pipeline(function, peer, kind: str, engine: str, case: str) -> None:
+def test_answers_as_the_pipeline(models, kind: str, engine: str, case: str) -> None:
     inputs, parameters = CASES[case]
-    inputs = masked(peer(kind), inputs)
-    got = ask(function(kind, engine), inputs, parameters)["outputs"]
-    want = peer(kind)(inputs, **parameters)
+    inputs = masked(models.peer(kind), inputs)
+    got = ask(models.function(kind, engine), inputs, parameters)["outputs"]
+    want = models.peer(kind)(inputs, **parameters)
     if isinstance(inputs, list) and len(inputs) == 1:  # the pipeline unwraps a list of one; the function does not
         want = [want]
     assert_same(got, want)
 
 
-def test_the_scores_tell_the_tokens_apart(peer) -> None:
+def test_the_scores_tell_the_tokens_apart(models) -> None:
     # gaps over the score tolerance: else any order of the top tokens would pass
     for kind in KINDS:
-        scores = [a["score"] for a in peer(kind)(masked(peer(kind), f"the capital of france is {M}."))]
+        scores = [a["score"] for a in models.peer(kind)(masked(models.peer(kind), f"the capital of france is {M}."))]
         assert min(a - b for a, b in itertools.pairwise(scores)) > 1e-4, (kind, scores)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_the_pad_token_in_a_text_is_left_out_of_the_sequence_as_the_pipeline_does(function, peer, kind: str) -> None:
-    text = masked(peer(kind), f"{peer(kind).tokenizer.pad_token} the capital of france is {M}.")
-    assert_same(ask(function(kind), text, {"top_k": 2})["outputs"], peer(kind)(text, top_k=2))
+def test_the_pad_token_in_a_text_is_left_out_of_the_sequence_as_the_pipeline_does(models, kind: str) -> None:
+    text = masked(models.peer(kind), f"{models.peer(kind).tokenizer.pad_token} the capital of france is {M}.")
+    assert_same(ask(models.function(kind), text, {"top_k": 2})["outputs"], models.peer(kind)(text, top_k=2))
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_long_inputs_are_cut_and_reported(function, peer, kind: str) -> None:
+def test_long_inputs_are_cut_and_reported(models, kind: str) -> None:
     # the pipeline does not cut by default (the model then fails past its positions): compare with it cutting
-    texts = masked(peer(kind), [f"the capital of {M} is paris", f"the {M} lasts all day" + LONG_TAIL])
+    texts = masked(models.peer(kind), [f"the capital of {M} is paris", f"the {M} lasts all day" + LONG_TAIL])
     for engine in ENGINES:
-        answer = ask(function(kind, engine), texts)
+        answer = ask(models.function(kind, engine), texts)
         assert answer["timing"]["truncated_inputs"] == [1]
-        assert_same(answer["outputs"], peer(kind)(texts, tokenizer_kwargs={"truncation": True}))
+        assert_same(answer["outputs"], models.peer(kind)(texts, tokenizer_kwargs={"truncation": True}))
 
 
-def test_targets_outside_the_vocabulary_warn_as_the_pipeline_does(function, peer, capsys) -> None:
-    tokenizer = peer("bert").tokenizer
+def test_targets_outside_the_vocabulary_warn_as_the_pipeline_does(models, capsys) -> None:
+    tokenizer = models.peer("bert").tokenizer
     first = tokenizer("zzzq", add_special_tokens=False)["input_ids"][0]
-    ask(function("bert"), masked(peer("bert"), f"a {M}"), {"targets": ["zzzq", "day"]})
+    ask(models.function("bert"), masked(models.peer("bert"), f"a {M}"), {"targets": ["zzzq", "day"]})
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     warnings = [line["message"] for line in logged if line["level"] == "WARNING"]
     assert warnings == [
@@ -170,19 +113,21 @@ def test_targets_outside_the_vocabulary_warn_as_the_pipeline_does(function, peer
     ]
 
 
-def test_logits_are_read_at_the_masks_a_few_rows_at_a_time(bundle, peer, monkeypatch) -> None:
+def test_logits_are_read_at_the_masks_a_few_rows_at_a_time(models, monkeypatch) -> None:
     import runtime.tasks.fill_mask as fill_mask
 
-    fn = new_function(bundle("roberta"), NUM_THREADS="1")
+    fn = new_function(models.bundle("roberta"), NUM_THREADS="1")
     task = fn.predictor.task
-    texts = masked(peer("roberta"), [f"the {M} of france is {M}.", f"a {M}", "the capital of france is" + f" {M}" * 3])
+    texts = masked(
+        models.peer("roberta"), [f"the {M} of france is {M}.", f"a {M}", "the capital of france is" + f" {M}" * 3]
+    )
     batch = task.preprocess(texts, {})
     assert task.forward(batch, {}).shape == (6, task.vocab_size)  # (masks, V), not (B, T, V)
     monkeypatch.setattr(fill_mask, "LOGITS_BYTES", 1)  # one row per engine call
     calls = []
     run = task.engine.run
     monkeypatch.setattr(task.engine, "run", lambda arrays: calls.append(len(arrays["input_ids"])) or run(arrays))
-    assert_same(ask(fn, texts)["outputs"], peer("roberta")(texts))
+    assert_same(ask(fn, texts)["outputs"], models.peer("roberta")(texts))
     assert calls == [1, 1, 1]
 
 
@@ -205,21 +150,21 @@ ERRORS = [
     ("inputs", "parameters", "status", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
 )
 def test_bad_requests_are_typed_errors_and_the_function_keeps_serving(
-    function, peer, inputs: Any, parameters: dict[str, Any], status: int, message: str
+    models, inputs: Any, parameters: dict[str, Any], status: int, message: str
 ) -> None:
-    fn = function("bert")
+    fn = models.function("bert")
     with pytest.raises(RequestError) as info:
-        ask(fn, masked(peer("bert"), inputs) if isinstance(inputs, str) else inputs, parameters)
+        ask(fn, masked(models.peer("bert"), inputs) if isinstance(inputs, str) else inputs, parameters)
     assert (info.value.status, message in str(info.value)) == (status, True), str(info.value)
-    good = masked(peer("bert"), f"the capital of france is {M}.")
-    assert_same(ask(fn, good)["outputs"], peer("bert")(good))
+    good = masked(models.peer("bert"), f"the capital of france is {M}.")
+    assert_same(ask(fn, good)["outputs"], models.peer("bert")(good))
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_an_input_without_the_mask_token_is_a_422_naming_it(function, peer, kind: str) -> None:
-    mask = peer(kind).tokenizer.mask_token
+def test_an_input_without_the_mask_token_is_a_422_naming_it(models, kind: str) -> None:
+    mask = models.peer(kind).tokenizer.mask_token
     with pytest.raises(RequestError) as info:
-        ask(function(kind), [f"the capital of france is {mask}.", "no mask here"])
+        ask(models.function(kind), [f"the capital of france is {mask}.", "no mask here"])
     assert (info.value.status, info.value.error_type, str(info.value)) == (
         422,
         "UnprocessableInputError",
@@ -227,16 +172,16 @@ def test_an_input_without_the_mask_token_is_a_422_naming_it(function, peer, kind
         f'"Paris is the {mask} of France."',
     )
     with pytest.raises(Exception, match="No mask_token"):
-        peer(kind)("no mask here")
+        models.peer(kind)("no mask here")
 
 
-def test_max_mask_tokens_is_a_checked_setting(bundle, peer) -> None:
+def test_max_mask_tokens_is_a_checked_setting(models) -> None:
     assert Settings.from_env({"MODEL_BUNDLE": "m"}).max_mask_tokens == 8
     for bad in ("0", "513", "x"):
         with pytest.raises(SettingsError, match="MAX_MASK_TOKENS"):
             Settings.from_env({"MODEL_BUNDLE": "m", "MAX_MASK_TOKENS": bad})
-    fn = new_function(bundle("bert"), NUM_THREADS="1", MAX_MASK_TOKENS="1")
-    two = masked(peer("bert"), f"the {M} of {M}")
+    fn = new_function(models.bundle("bert"), NUM_THREADS="1", MAX_MASK_TOKENS="1")
+    two = masked(models.peer("bert"), f"the {M} of {M}")
     with pytest.raises(RequestError) as info:
         ask(fn, two)
     assert (info.value.status, str(info.value)) == (
@@ -250,29 +195,19 @@ def test_max_mask_tokens_is_a_checked_setting(bundle, peer) -> None:
     [{}, {"mask_token": "[MASK]"}, {"mask_token": "[MASK]", "mask_token_id": 0}],
     ids=["empty", "no-id", "wrong-id"],
 )
-def test_a_bundle_without_its_mask_token_does_not_start(bundle, tmp_path, task_config: dict[str, Any]) -> None:
-    def mutate(header: dict[str, Any]) -> None:
-        header["manifest"]["task_config"] = task_config
-
-    bad = tmp_path / "bad.bundle"
-    bad.write_bytes(rehash_header(bundle("bert").read_bytes(), mutate))
+def test_a_bundle_without_its_mask_token_does_not_start(models, tmp_path, task_config: dict[str, Any]) -> None:
+    bad = models.with_task_config("bert", task_config, tmp_path / "bad.bundle")
     with pytest.raises(BundleCorruptError, match=r"manifest field 'task_config(.mask_token_id)?' (must name|is not)"):
         new_function(bad, NUM_THREADS="1", CANARY="false")
 
 
 @pytest.mark.parametrize("event", ["fill_mask_direct.json", "fill_mask_http.json"])
-def test_the_sample_events_answer_as_the_pipeline(function, peer, event: str) -> None:
+def test_the_sample_events_answer_as_the_pipeline(models, event: str) -> None:
     payload = load_event(f"tasks/{event}")  # its mask is <mask>: RoBERTa's
-    answer = function("roberta").handle(payload, FakeContext())
-    if "body" in payload:
-        assert answer["statusCode"] == 200
-        body = json.loads(base64.b64decode(payload["body"]) if payload["isBase64Encoded"] else payload["body"])
-        outputs = json.loads(answer["body"])["outputs"]
-    else:
-        body, outputs = payload, answer["outputs"]
-    assert_same(outputs, peer("roberta")(body["inputs"], **body["parameters"]))
+    body, outputs = answer_event(models.function("roberta"), payload)
+    assert_same(outputs, models.peer("roberta")(body["inputs"], **body["parameters"]))
 
 
-def test_the_onnxruntime_path_never_imports_torch_or_transformers(bundle) -> None:
-    modules = modules_after(bundle("roberta", "onnxruntime"), {"inputs": "the capital of france is <mask>."})
+def test_the_onnxruntime_path_never_imports_torch_or_transformers(models) -> None:
+    modules = modules_after(models.bundle("roberta", "onnxruntime"), {"inputs": "the capital of france is <mask>."})
     assert "onnxruntime" in modules and not modules & {"torch", "transformers", "bundle_builder"}

@@ -1,21 +1,18 @@
 """zero-shot-classification answers as transformers' ZeroShotClassificationPipeline on the same folder.
 
 Tiny random NLI models (bert: WordPiece, roberta: byte-level BPE, xlm-roberta: Unigram), redrawn so that their scores
-differ (tests/sharp_models.py), each built for both engines; every answer is compared with transformers.pipeline
+differ (tests/pipeline_peers.py), each built for both engines; every answer is compared with transformers.pipeline
 ("zero-shot-classification") on the source folder: labels in the same order, scores within 1e-4.
 """
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sharp_models import sharpened
-from support import FakeContext, load_event, modules_after, new_function, rehash_header
+from pipeline_peers import PipelinePeers, answer_event, ask
+from support import load_event, modules_after, new_function
 
 from runtime.errors import BundleCorruptError, RequestError
 from runtime.settings import Settings, SettingsError
@@ -30,63 +27,8 @@ LONG = " ".join(["i waited an hour and the support team never answered my questi
 
 
 @pytest.fixture(scope="module")
-def source(tiny_model, tmp_path_factory) -> Any:
-    cache: dict[str, Path] = {}
-
-    def make(kind: str) -> Path:
-        if kind not in cache:
-            cache[kind] = sharpened(tiny_model(kind, TASK), tmp_path_factory.mktemp(f"nli-{kind}"))
-        return cache[kind]
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def bundle(source, tmp_path_factory) -> Any:
-    from bundle_builder.build import build_bundle
-
-    cache: dict[tuple[str, str], Path] = {}
-
-    def make(kind: str, engine: str = "torch") -> Path:
-        if (kind, engine) not in cache:
-            out = tmp_path_factory.mktemp("zs-bundles") / f"{kind}-{engine}.bundle"
-            build_bundle(source(kind), out, task=TASK, engine=engine)
-            cache[kind, engine] = out
-        return cache[kind, engine]
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def function(bundle) -> Any:
-    cache: dict[tuple[str, str], Any] = {}
-
-    def make(kind: str, engine: str = "torch") -> Any:
-        if (kind, engine) not in cache:
-            cache[kind, engine] = new_function(bundle(kind, engine), NUM_THREADS="1")
-        return cache[kind, engine]
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def peer(source) -> Any:
-    import transformers
-
-    cache: dict[str, Any] = {}
-
-    def make(kind: str) -> Any:
-        if kind not in cache:
-            folder = str(source(kind))
-            cache[kind] = transformers.pipeline(TASK, model=folder, tokenizer=folder, device="cpu")
-        return cache[kind]
-
-    return make
-
-
-def ask(fn: Any, inputs: Any, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
-    answer: dict[str, Any] = fn.handle({"inputs": inputs, "parameters": parameters or {}}, FakeContext())
-    return answer
+def models(tiny_model, tmp_path_factory) -> PipelinePeers:
+    return PipelinePeers(TASK, tiny_model, tmp_path_factory)
 
 
 def assert_same(got: Any, want: Any) -> None:
@@ -120,39 +62,39 @@ CASES = {
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_answers_as_the_pipeline(function, peer, kind: str, engine: str, case: str) -> None:
+def test_answers_as_the_pipeline(models, kind: str, engine: str, case: str) -> None:
     inputs, parameters = CASES[case]
-    got = ask(function(kind, engine), inputs, parameters)["outputs"]
-    assert_same(got, peer(kind)(inputs, **parameters))
+    got = ask(models.function(kind, engine), inputs, parameters)["outputs"]
+    assert_same(got, models.peer(kind)(inputs, **parameters))
 
 
-def test_the_scores_tell_the_labels_apart(peer) -> None:
+def test_the_scores_tell_the_labels_apart(models) -> None:
     # gaps over the score tolerance: else any label order would pass
     for kind in KINDS:
-        scores = peer(kind)(TEXT, candidate_labels=LABELS)["scores"]
+        scores = models.peer(kind)(TEXT, candidate_labels=LABELS)["scores"]
         assert min(a - b for a, b in itertools.pairwise(scores)) > 1e-4, (kind, scores)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_labels_the_tokenizer_reads_alike_tie_in_the_pipelines_order(function, peer, kind: str) -> None:
+def test_labels_the_tokenizer_reads_alike_tie_in_the_pipelines_order(models, kind: str) -> None:
     # WordPiece lowercases: the three spellings are one hypothesis, and equal scores come out last label first
     labels = ["paris", "Paris", "PARIS", "travel"]
-    want = peer(kind)(TEXT, candidate_labels=labels)
+    want = models.peer(kind)(TEXT, candidate_labels=labels)
     for engine in ENGINES:
-        assert_same(ask(function(kind, engine), TEXT, {"candidate_labels": labels})["outputs"], want)
+        assert_same(ask(models.function(kind, engine), TEXT, {"candidate_labels": labels})["outputs"], want)
 
 
-def test_long_inputs_are_cut_only_first_and_reported(function, peer) -> None:
-    answer = ask(function("bert"), ["short text", LONG], {"candidate_labels": LABELS})
+def test_long_inputs_are_cut_only_first_and_reported(models) -> None:
+    answer = ask(models.function("bert"), ["short text", LONG], {"candidate_labels": LABELS})
     assert answer["timing"]["truncated_inputs"] == [1]
-    assert_same(answer["outputs"], peer("bert")(["short text", LONG], candidate_labels=LABELS))
+    assert_same(answer["outputs"], models.peer("bert")(["short text", LONG], candidate_labels=LABELS))
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_the_native_encoder_serves_zero_shot_and_equals_transformers(bundle, function, kind: str) -> None:
-    native = function(kind)
+def test_the_native_encoder_serves_zero_shot_and_equals_transformers(models, kind: str) -> None:
+    native = models.function(kind)
     assert native.predictor.describe_model()["implementation"] == "native"
-    plain = new_function(bundle(kind), NUM_THREADS="1", TORCH_IMPLEMENTATION="transformers")
+    plain = new_function(models.bundle(kind), NUM_THREADS="1", TORCH_IMPLEMENTATION="transformers")
     assert plain.predictor.describe_model()["implementation"] == "transformers"
     for inputs, parameters in CASES.values():
         assert_same(ask(native, inputs, parameters)["outputs"], ask(plain, inputs, parameters)["outputs"])
@@ -186,17 +128,19 @@ ERRORS = [
     ("inputs", "parameters", "status", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
 )
 def test_bad_requests_are_typed_errors_and_the_function_keeps_serving(
-    function, peer, inputs: Any, parameters: dict[str, Any], status: int, message: str
+    models, inputs: Any, parameters: dict[str, Any], status: int, message: str
 ) -> None:
-    fn = function("bert")
+    fn = models.function("bert")
     with pytest.raises(RequestError) as info:
         ask(fn, inputs, parameters)
     assert (info.value.status, message in str(info.value)) == (status, True), str(info.value)
-    assert_same(ask(fn, TEXT, {"candidate_labels": LABELS})["outputs"], peer("bert")(TEXT, candidate_labels=LABELS))
+    assert_same(
+        ask(fn, TEXT, {"candidate_labels": LABELS})["outputs"], models.peer("bert")(TEXT, candidate_labels=LABELS)
+    )
 
 
-def test_the_error_messages_in_full(function) -> None:
-    fn = function("bert")
+def test_the_error_messages_in_full(models) -> None:
+    fn = models.function("bert")
     with pytest.raises(RequestError) as info:
         ask(fn, TEXT, {"candidate_labels": LABELS, "hypothesis_template": "This is it."})
     assert str(info.value) == (
@@ -211,32 +155,34 @@ def test_the_error_messages_in_full(function) -> None:
     )
 
 
-def test_the_pipeline_fails_where_a_hypothesis_is_too_long(peer) -> None:
+def test_the_pipeline_fails_where_a_hypothesis_is_too_long(models) -> None:
     # it falls back to no truncation and the model reads past its positions; the function answers 422 instead
     with pytest.raises(RuntimeError, match=r"size of tensor|out of bounds"):
-        peer("bert")("short", candidate_labels=["battery " * 70])
+        models.peer("bert")("short", candidate_labels=["battery " * 70])
 
 
-def test_max_candidate_labels_is_a_checked_setting(bundle, peer) -> None:
+def test_max_candidate_labels_is_a_checked_setting(models) -> None:
     # the init canary replays a one-label golden example, so any cap starts
     assert Settings.from_env({"MODEL_BUNDLE": "m"}).max_candidate_labels == 10
     for bad in ("0", "1025", "many"):
         with pytest.raises(SettingsError, match="MAX_CANDIDATE_LABELS"):
             Settings.from_env({"MODEL_BUNDLE": "m", "MAX_CANDIDATE_LABELS": bad})
-    fn = new_function(bundle("bert"), NUM_THREADS="1", MAX_CANDIDATE_LABELS="2")
+    fn = new_function(models.bundle("bert"), NUM_THREADS="1", MAX_CANDIDATE_LABELS="2")
     with pytest.raises(RequestError, match=r"has 3 labels; the limit is 2 \(MAX_CANDIDATE_LABELS\)"):
         ask(fn, TEXT, {"candidate_labels": LABELS[:3]})
     assert_same(
-        ask(fn, TEXT, {"candidate_labels": LABELS[:2]})["outputs"], peer("bert")(TEXT, candidate_labels=LABELS[:2])
+        ask(fn, TEXT, {"candidate_labels": LABELS[:2]})["outputs"],
+        models.peer("bert")(TEXT, candidate_labels=LABELS[:2]),
     )
 
 
-def test_many_rows_run_in_several_passes_with_the_same_answer(bundle, peer) -> None:
+def test_many_rows_run_in_several_passes_with_the_same_answer(models) -> None:
     # 3 inputs x 4 labels = 12 (text, hypothesis) rows, 3 per engine call
-    fn = new_function(bundle("roberta"), NUM_THREADS="1", MAX_BATCH_ITEMS="3")
+    fn = new_function(models.bundle("roberta"), NUM_THREADS="1", MAX_BATCH_ITEMS="3")
     inputs = [TEXT, LONG, ACCENTS]
     assert_same(
-        ask(fn, inputs, {"candidate_labels": LABELS})["outputs"], peer("roberta")(inputs, candidate_labels=LABELS)
+        ask(fn, inputs, {"candidate_labels": LABELS})["outputs"],
+        models.peer("roberta")(inputs, candidate_labels=LABELS),
     )
 
 
@@ -251,29 +197,21 @@ def test_a_classifier_without_an_entailment_label_is_refused_by_the_builder(tiny
 @pytest.mark.parametrize(
     "task_config", [{}, {"entailment_id": 3}, {"entailment_id": "2"}, {"entailment_id": True}], ids=str
 )
-def test_a_bundle_without_a_valid_entailment_id_does_not_start(bundle, tmp_path, task_config: dict[str, Any]) -> None:
-    def mutate(header: dict[str, Any]) -> None:
-        header["manifest"]["task_config"] = task_config
-
-    bad = tmp_path / "bad.bundle"
-    bad.write_bytes(rehash_header(bundle("bert").read_bytes(), mutate))
+def test_a_bundle_without_a_valid_entailment_id_does_not_start(models, tmp_path, task_config: dict[str, Any]) -> None:
+    bad = models.with_task_config("bert", task_config, tmp_path / "bad.bundle")
     with pytest.raises(BundleCorruptError, match=r"manifest field 'task_config.entailment_id' must be the index"):
         new_function(bad, NUM_THREADS="1", CANARY="false")
 
 
 @pytest.mark.parametrize("event", ["zero_shot_classification_direct.json", "zero_shot_classification_http.json"])
-def test_the_sample_events_answer_as_the_pipeline(function, peer, event: str) -> None:
+def test_the_sample_events_answer_as_the_pipeline(models, event: str) -> None:
     payload = load_event(f"tasks/{event}")
-    answer = function("bert").handle(payload, FakeContext())
-    if "body" in payload:
-        assert answer["statusCode"] == 200
-        body = json.loads(base64.b64decode(payload["body"]) if payload["isBase64Encoded"] else payload["body"])
-        outputs = json.loads(answer["body"])["outputs"]
-    else:
-        body, outputs = payload, answer["outputs"]
-    assert_same(outputs, peer("bert")(body["inputs"], **body["parameters"]))
+    body, outputs = answer_event(models.function("bert"), payload)
+    assert_same(outputs, models.peer("bert")(body["inputs"], **body["parameters"]))
 
 
-def test_the_onnxruntime_path_never_imports_torch_or_transformers(bundle) -> None:
-    modules = modules_after(bundle("bert", "onnxruntime"), {"inputs": TEXT, "parameters": {"candidate_labels": LABELS}})
+def test_the_onnxruntime_path_never_imports_torch_or_transformers(models) -> None:
+    modules = modules_after(
+        models.bundle("bert", "onnxruntime"), {"inputs": TEXT, "parameters": {"candidate_labels": LABELS}}
+    )
     assert "onnxruntime" in modules and not modules & {"torch", "transformers", "bundle_builder"}
