@@ -211,3 +211,23 @@ def test_the_sample_events_answer_as_the_pipeline(models, event: str) -> None:
 def test_the_onnxruntime_path_never_imports_torch_or_transformers(models) -> None:
     modules = modules_after(models.bundle("roberta", "onnxruntime"), {"inputs": "the capital of france is <mask>."})
     assert "onnxruntime" in modules and not modules & {"torch", "transformers", "bundle_builder"}
+
+
+def test_the_golden_comparison_lets_near_ties_swap_and_nothing_else() -> None:
+    from runtime.tasks.fill_mask import top_tokens_diff
+
+    def entry(token: int, score: float, text: str = "") -> dict[str, Any]:
+        return {"score": score, "token": token, "token_str": text or f"t{token}", "sequence": f"a t{token}"}
+
+    golden = [entry(1, 0.5), entry(2, 0.3), entry(3, 0.29995)]
+    cases = {
+        "same": (golden, 0.0),
+        "near-tie-swapped": ([entry(1, 0.5), entry(3, 0.30001), entry(2, 0.29999)], 6e-5),
+        "edge-token-out": ([entry(1, 0.5), entry(2, 0.3), entry(4, 0.2999)], 5e-5),
+        "far-token-out": ([entry(1, 0.5), entry(2, 0.3), entry(4, 0.1)], 0.19995),
+        "other-text": ([entry(1, 0.5), entry(2, 0.3, "x"), entry(3, 0.29995)], float("inf")),
+        "shorter": ([entry(1, 0.5), entry(2, 0.3)], float("inf")),
+    }
+    for name, (answer, drift) in cases.items():
+        check = top_tokens_diff([golden, [golden, golden]], [answer, [golden, answer]], "float32")
+        assert (check.value == pytest.approx(drift, abs=1e-9), check.ok) == (True, drift <= 1e-4), name

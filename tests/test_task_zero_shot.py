@@ -215,3 +215,13 @@ def test_the_onnxruntime_path_never_imports_torch_or_transformers(models) -> Non
         models.bundle("bert", "onnxruntime"), {"inputs": TEXT, "parameters": {"candidate_labels": LABELS}}
     )
     assert "onnxruntime" in modules and not modules & {"torch", "transformers", "bundle_builder"}
+
+
+def test_the_golden_comparison_lets_near_ties_swap_and_nothing_else() -> None:
+    from runtime.tasks.zero_shot import label_scores_diff
+
+    golden = {"sequence": "s", "labels": ["a", "b", "a"], "scores": [0.40004, 0.4, 0.2]}
+    swapped = {"sequence": "s", "labels": ["b", "a", "a"], "scores": [0.40001, 0.40002, 0.19996]}
+    assert label_scores_diff([golden], [swapped], "float32").ok
+    for other in ({**swapped, "sequence": "t"}, {**swapped, "labels": ["b", "a", "c"]}):
+        assert label_scores_diff([golden], [other], "float32").value == float("inf")
