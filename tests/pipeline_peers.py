@@ -103,3 +103,13 @@ def answer_event(fn: Any, payload: dict[str, Any]) -> tuple[dict[str, Any], Any]
     assert answer["statusCode"] == 200, answer
     body = base64.b64decode(payload["body"]) if payload.get("isBase64Encoded") else payload["body"]
     return json.loads(body), json.loads(answer["body"])["outputs"]
+
+
+def cli_budget(source: Path, task: str, out: Path) -> dict[str, Any]:
+    """`bundle_builder build SOURCE --task TASK` as a user runs it (deployment budget measured): the manifest's budget."""
+    from bundle_builder.cli import main
+    from runtime.bundle import read_bundle
+
+    assert main(["build", str(source), "--task", task, "-o", str(out)]) == 0
+    budget: dict[str, Any] = read_bundle(out).manifest["budget"]
+    return budget

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from pipeline_peers import PipelinePeers, answer_event, ask
+from pipeline_peers import PipelinePeers, answer_event, ask, cli_budget
 from support import load_event, modules_after, new_function
 
 from runtime.errors import BundleCorruptError, RequestError
@@ -231,3 +231,9 @@ def test_the_golden_comparison_lets_near_ties_swap_and_nothing_else() -> None:
     for name, (answer, drift) in cases.items():
         check = top_tokens_diff([golden, [golden, golden]], [answer, [golden, answer]], "float32")
         assert (check.value == pytest.approx(drift, abs=1e-9), check.ok) == (True, drift <= 1e-4), name
+
+
+def test_the_cli_builds_it_and_measures_a_maximal_request_of_max_mask_tokens(models, tmp_path) -> None:
+    measured = cli_budget(models.source("xlm-roberta"), TASK, tmp_path / "cli.bundle")["measured"]
+    assert measured["maximal_request"] == "32 inputs of 64 tokens"
+    assert 0 < measured["typical_p50_ms"] < measured["maximal_p50_ms"]

@@ -11,7 +11,7 @@ import itertools
 from typing import Any
 
 import pytest
-from pipeline_peers import PipelinePeers, answer_event, ask
+from pipeline_peers import PipelinePeers, answer_event, ask, cli_budget
 from support import load_event, modules_after, new_function
 
 from runtime.errors import BundleCorruptError, RequestError
@@ -225,3 +225,9 @@ def test_the_golden_comparison_lets_near_ties_swap_and_nothing_else() -> None:
     assert label_scores_diff([golden], [swapped], "float32").ok
     for other in ({**swapped, "sequence": "t"}, {**swapped, "labels": ["b", "a", "c"]}):
         assert label_scores_diff([golden], [other], "float32").value == float("inf")
+
+
+def test_the_cli_builds_it_and_measures_a_maximal_request_of_max_candidate_labels(models, tmp_path) -> None:
+    measured = cli_budget(models.source("roberta"), TASK, tmp_path / "cli.bundle")["measured"]
+    assert measured["maximal_request"] == "32 inputs of 64 tokens"
+    assert 0 < measured["typical_p50_ms"] < measured["maximal_p50_ms"]

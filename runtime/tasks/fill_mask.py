@@ -210,6 +210,10 @@ class FillMaskTask:
     def compare(self, expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
         return top_tokens_diff(expected, actual, precision)
 
+    def maximal_request(self, text: str, items: int) -> tuple[list[str], dict[str, Any]]:
+        """`items` texts with MAX_MASK_TOKENS masks each (the deployment budget's maximal request)."""
+        return [" ".join([self.mask_token] * self.max_masks) + " " + text] * items, {}
+
 
 def top_tokens_diff(expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
     """fill-mask answers: the largest score difference of a token at the same mask. Tokens whose scores are within the

@@ -178,6 +178,10 @@ class ZeroShotTask:
     def compare(self, expected: list[Any], actual: list[Any], precision: str) -> GoldenCheck:
         return label_scores_diff(expected, actual, precision)
 
+    def maximal_request(self, text: str, items: int) -> tuple[list[str], dict[str, Any]]:
+        """`items` texts, each against MAX_CANDIDATE_LABELS labels (the deployment budget's maximal request)."""
+        return [text] * items, {"candidate_labels": [f"label {i}" for i in range(self.max_labels)]}
+
 
 def _template(template: str, labels: list[str]) -> str:
     """The hypothesis template, checked as the pipeline checks it (formatting the first label must change it), and
