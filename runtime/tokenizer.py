@@ -108,9 +108,9 @@ class TextTokenizer:
             self._tok.enable_truncation(max_length=self.spec.max_length)
         return Encoded(self._arrays(encodings), [i for i, e in enumerate(encodings) if e.overflowing])
 
-    def vocab(self) -> dict[str, int]:
-        """Token -> id, added tokens included (transformers' get_vocab)."""
-        return self._tok.get_vocab(with_added_tokens=True)
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a token of the vocabulary or an added token (what transformers' get_vocab() holds), else None."""
+        return self._tok.token_to_id(token)
 
     def id_to_token(self, token_id: int) -> str | None:
         return self._tok.id_to_token(token_id)

@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import InputTooLongError, InvalidParametersError, PayloadTooLargeError, UnprocessableInputError
+from runtime.errors import (
+    BundleCorruptError,
+    InputTooLongError,
+    InvalidParametersError,
+    PayloadTooLargeError,
+    UnprocessableInputError,
+)
 from runtime.golden import CLASSIFICATION_MAX_ABS, GoldenCheck
 from runtime.loader import LoadedModel
 from runtime.manifest import field_error
@@ -54,7 +60,7 @@ class FillMaskTask:
             raise field_error(
                 where, "task_config", "must name the tokenizer's mask_token (text) and mask_token_id", dict(config)
             )
-        if self.tokenizer.vocab().get(mask_token) != mask_id:
+        if self.tokenizer.token_to_id(mask_token) != mask_id:
             raise field_error(
                 where, "task_config.mask_token_id", f"is not the id of {mask_token!r} in tokenizer.json", mask_id
             )
@@ -110,10 +116,9 @@ class FillMaskTask:
             raise InvalidParametersError(
                 f"parameter {name!r} must be a string or a list of strings, got {p.short(value)}"
             )
-        vocab = self.tokenizer.vocab()
         ids: list[int] = []
         for target in targets:
-            token_id = vocab.get(target)
+            token_id = self.tokenizer.token_to_id(target)
             if token_id is None:
                 first = self.tokenizer.encode([target], add_special_tokens=False, truncate=False)["input_ids"][0]
                 if not first.size:
@@ -260,9 +265,11 @@ def _top(probs: np.ndarray, k: int) -> np.ndarray:
 
 
 def _vocab_size(model: LoadedModel) -> int:
-    """The logits' width V: the model's vocab_size (may exceed the tokenizer's, embeddings padded for speed)."""
-    config = json.loads(model.bundle.read_file("config.json"))
-    size = config.get("vocab_size")
-    if isinstance(size, int) and size > 0:
-        return size
-    return len(model.tokenizer.vocab())
+    """The logits' width V: config.json's vocab_size (it may exceed the tokenizer's: embeddings padded for speed)."""
+    size = json.loads(model.bundle.read_file("config.json")).get("vocab_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise BundleCorruptError(
+            f"{model.bundle.path}: config.json has vocab_size={size!r}; a masked LM needs its vocabulary size (the "
+            "width of its logits). Rebuild the bundle from a source whose config.json has it"
+        )
+    return size

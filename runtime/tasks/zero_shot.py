@@ -62,7 +62,7 @@ class ZeroShotTask:
                 entailment,
             )
         self.entailment_id = entailment
-        self.contradiction_id = -1 if entailment == 0 else 0  # the pipeline's choice: the first other logit
+        self.contradiction_id = -1 if entailment == 0 else 0  # the pipeline's: logit 0, or the last if 0 is entailment
         self.max_length = m.tokenizer.max_length
         self.max_labels = settings.max_candidate_labels
         self.rows_per_pass = settings.max_batch_items  # (text, hypothesis) rows per engine call
@@ -161,7 +161,7 @@ class ZeroShotTask:
                 logits[i * n : (i + 1) * n], multi=params.get("multi_label", False) or len(labels) == 1
             )
             top = list(reversed(scores.argsort()))  # the pipeline's order, ties included (same dtype, same sort)
-            out.append({"sequence": sequence, "labels": [labels[i] for i in top], "scores": scores[top].tolist()})
+            out.append({"sequence": sequence, "labels": [labels[j] for j in top], "scores": scores[top].tolist()})
         return Chunk(out, truncated=batch.truncated, input_tokens=int(batch.arrays["attention_mask"].sum()))
 
     def _scores(self, logits: np.ndarray, *, multi: bool) -> np.ndarray:
