@@ -237,3 +237,26 @@ def test_the_cli_builds_it_and_measures_a_maximal_request_of_max_mask_tokens(mod
     measured = cli_budget(models.source("xlm-roberta"), TASK, tmp_path / "cli.bundle")["measured"]
     assert measured["maximal_request"] == "32 inputs of 64 tokens"
     assert 0 < measured["typical_p50_ms"] < measured["maximal_p50_ms"]
+
+
+def test_a_tokenizer_that_cleans_up_spaces_decodes_as_the_pipeline(models, tmp_path) -> None:
+    # bert-base-uncased and many WordPiece models decode with clean_up_tokenization_spaces: "paris , x" -> "paris, x"
+    # (the tiny vocabulary has "," but not "." or "'")
+    import shutil
+
+    import transformers
+
+    from bundle_builder.build import build_bundle
+
+    folder = tmp_path / "cleans-up"
+    shutil.copytree(models.source("bert"), folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "clean_up_tokenization_spaces": True}))
+    build_bundle(folder, tmp_path / "b.bundle", task=TASK)
+    peer = transformers.pipeline(TASK, model=str(folder), tokenizer=str(folder), device="cpu")
+    texts = ["the capital , of france is [MASK] . isn ' t it ?", "[MASK] , day , [MASK] ! all ' ve gone"]
+    assert peer.tokenizer.clean_up_tokenization_spaces
+    fn = new_function(tmp_path / "b.bundle", NUM_THREADS="1")
+    got, want = ask(fn, texts, {"top_k": 3})["outputs"], peer(texts, top_k=3)
+    assert_same(got, want)
+    assert all(" ," not in a["sequence"] and "," in a["sequence"] for a in want[0])  # the clean-up did apply
