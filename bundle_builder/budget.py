@@ -2,8 +2,9 @@
 
 In a fresh process (as a container starts), with one thread (what a Lambda of up to 1,769 MB gets), the built
 bundle's Function is loaded and asked a typical request (a golden input) and a maximal one (MAX_BATCH_ITEMS inputs at
-the model's max length; for generation, a prompt at the max length and the default new tokens). Measured: init
-time, peak RSS after init and after the maximal request, p50 of each request. From those:
+the model's max length, shaped by the task's maximal_request where it has one; for generation, a prompt at the max
+length and the default new tokens). Measured: init time, peak RSS after init and after the maximal request, p50 of
+each request. From those:
 
     MemorySize       the smallest usual Lambda size >= peak RSS x 1.25 + 64 MB (runtime and headroom)
     Timeout          an allowed template value >= 2x a batch of BatchSize maximal requests at that size's CPU share
@@ -50,8 +51,11 @@ manifest = fn.predictor.model.manifest
 typical = manifest.golden[0]
 generation = manifest.generation is not None
 long_text = " ".join(["word"] * (manifest.max_length * 2))[: settings.max_input_chars]
+maximal_request = getattr(fn.predictor.task, "maximal_request", None)  # a task whose request needs more than text
 if generation:
     maximal = ([long_text], dict(typical.parameters))
+elif maximal_request is not None:
+    maximal = maximal_request(long_text, settings.max_batch_items)
 else:
     maximal = ([long_text] * settings.max_batch_items, {})
 def p50(inputs, params, n):

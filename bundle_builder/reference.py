@@ -34,9 +34,12 @@ def pipeline_cases(task: str, tokenizer: Any) -> list[tuple[Any, dict[str, Any]]
     if task == "token-classification":
         return [(t, {"aggregation_strategy": "simple"}) for t in DEFAULT_TEXTS[:2]] + [(DEFAULT_TEXTS[2], {})]
     if task == "zero-shot-classification":
+        # the init canary replays the first example: one label passes under any MAX_CANDIDATE_LABELS
         labels = ["battery", "support", "cloud computing"]
-        return [(t, {"candidate_labels": labels}) for t in DEFAULT_TEXTS[:2]] + [
-            (DEFAULT_TEXTS[2], {"candidate_labels": labels, "multi_label": True})
+        return [
+            (DEFAULT_TEXTS[0], {"candidate_labels": labels[:1]}),
+            (DEFAULT_TEXTS[1], {"candidate_labels": labels}),
+            (DEFAULT_TEXTS[2], {"candidate_labels": labels, "multi_label": True}),
         ]
     if task == "question-answering":
         questions = ("What is the capital of France?", "When do Lambda functions load the model?")

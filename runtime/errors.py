@@ -9,6 +9,7 @@ ServingError                      base: everything the function raises on purpos
 │   └── BundlePinError            intact, but not the bundle MODEL_BUNDLE_SHA256 pins
 └── RequestError                  one request was wrong: answered, the process keeps serving
     ├── InvalidInputError         400: bad JSON, missing/ill-typed "inputs"
+    │   └── UnprocessableInputError 422: a well-formed input this model cannot take (fill-mask: no mask token)
     ├── RouteNotFoundError        404: an HTTP path this function has no route for
     ├── MethodNotAllowedError     405: an HTTP method other than POST
     ├── UnsupportedMediaTypeError 415: an HTTP body whose Content-Type is not JSON
@@ -71,6 +72,12 @@ class RequestError(ServingError):
 
 class InvalidInputError(RequestError):
     status = 400
+
+
+class UnprocessableInputError(InvalidInputError):
+    """Valid text that this model cannot answer (a fill-mask input without the model's mask token)."""
+
+    status = 422
 
 
 class RouteNotFoundError(RequestError):

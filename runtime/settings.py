@@ -30,6 +30,8 @@ _INT_RANGES = {
     "MAX_NEW_TOKENS": (1, 1_000_000),
     "MAX_INPUT_TOKENS": (0, 10_000_000),
     "MAX_GENERATION_TOKENS": (1, 1_000_000_000),
+    "MAX_CANDIDATE_LABELS": (1, 1024),
+    "MAX_MASK_TOKENS": (1, 512),
 }
 # String variables with a fixed set of values (matched exactly, LOG_LEVEL in any case).
 _CHOICES = {
@@ -86,6 +88,11 @@ class Settings:
     # longest prompt + max_new_tokens). 16384 = MAX_BATCH_ITEMS (32) greedy prompts of 256 tokens with MAX_NEW_TOKENS
     # (256), or one prompt at an 8k window's edge; 32 inputs x 8 beams x 256 new tokens (minutes on a CPU) is over.
     max_generation_tokens: int = 16_384
+    # MAX_CANDIDATE_LABELS: zero-shot-classification's candidate_labels per request -> 413. Each label is one more
+    # forward pass over every input; 10 is what the Hugging Face Inference API allowed ("for more, run several requests")
+    max_candidate_labels: int = 10
+    # MAX_MASK_TOKENS: mask tokens in one fill-mask input -> 422; each mask answers top_k decoded sequences
+    max_mask_tokens: int = 8
     log_level: str = "INFO"  # LOG_LEVEL
     torch_implementation: str = "auto"  # TORCH_IMPLEMENTATION: auto (native encoder when it serves) | transformers
     metrics_namespace: str = "HfLambda"  # METRICS_NAMESPACE: CloudWatch namespace of the EMF metrics

@@ -121,3 +121,23 @@ class TextTokenizer:
             self._tok.enable_truncation(max_length=self.spec.max_length)
         windows = [[e, *e.overflowing] if stride is not None else [e] for e in encodings]
         return windows, self._arrays([w for text in windows for w in text])
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], *, strategy: str = "longest_first") -> Encoded:
+        """(text, text_pair) rows cut at max_length with tokenizers' `strategy` ("only_first" cuts the text and never
+        its pair, as transformers' zero-shot pipeline does). Raises ValueError when a row cannot be cut to fit (its
+        pair alone is too long for only_first)."""
+        self._tok.enable_truncation(max_length=self.spec.max_length, strategy=strategy)
+        try:
+            encodings = self._tok.encode_batch(list(pairs))
+        except Exception as e:  # tokenizers raises a bare Exception ("Sequence to truncate too short ...")
+            raise ValueError(str(e)) from None
+        finally:
+            self._tok.enable_truncation(max_length=self.spec.max_length)
+        return Encoded(self._arrays(encodings), [i for i, e in enumerate(encodings) if e.overflowing])
+
+    def token_to_id(self, token: str) -> int | None:
+        """The id of a token of the vocabulary or an added token (what transformers' get_vocab() holds), else None."""
+        return self._tok.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tok.id_to_token(token_id)

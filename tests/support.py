@@ -68,3 +68,28 @@ def rehash_header(raw: bytes, mutate: Any) -> bytes:
     header_raw += b" " * ((-(preamble.size + len(header_raw))) % 64)
     body = preamble.pack(magic, version, 0, len(header_raw)) + header_raw + raw[data_start:-32]
     return body + hashlib.sha256(body).digest()
+
+
+def modules_after(bundle: Path, event: dict[str, Any]) -> set[str]:
+    """The top-level packages a fresh interpreter holds after a new container's init and one direct `event` (which
+    must answer) with MODEL_BUNDLE=bundle."""
+    import os
+    import subprocess
+
+    probe = (
+        "import json, sys\nimport handler\nhandler.handler(json.loads(sys.argv[1]), None)\n"
+        "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("ENGINE", "DEVICE", "CUDA_VISIBLE_DEVICES")}
+    env.update(MODEL_BUNDLE=str(bundle), LOG_LEVEL="WARNING")
+    res = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(event)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    return set(json.loads(res.stdout.strip().splitlines()[-1]))

@@ -170,7 +170,8 @@ def test_a_head_other_than_the_task_s_is_declined(tiny_bundle) -> None:
     config = json.loads(bundle.read_file("config.json"))
     assert unsupported(config, "feature-extraction", "BertForSequenceClassification") == (
         "'BertForSequenceClassification' for feature-extraction "
-        "(native: BertModel for feature-extraction, BertForSequenceClassification for text-classification)"
+        "(native: BertModel for feature-extraction, BertForSequenceClassification for text-classification and "
+        "zero-shot-classification)"
     )
 
 

@@ -6,7 +6,7 @@ with every parameter named exactly as the transformers state_dict key, so the bu
 assigned in place: load_state_dict(strict=True, assign=True) on a module built on the meta device (no random
 init, no copy).
 
-    model_type     feature-extraction   text-classification
+    model_type     feature-extraction   text-classification (and zero-shot-classification: the same NLI classifier)
     bert           BertModel            BertForSequenceClassification     (MiniLM is a bert)
     roberta        RobertaModel         RobertaForSequenceClassification
     xlm-roberta    XLMRobertaModel      XLMRobertaForSequenceClassification
@@ -35,6 +35,7 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
     "relu": F.relu,
 }
+CLASSIFIER_TASKS = ("text-classification", "zero-shot-classification")  # tasks served by the sequence classifier
 # model_type -> (family, feature-extraction class, text-classification class); the family fixes names and embeddings
 ARCHITECTURES = {
     "bert": ("bert", "BertModel", "BertForSequenceClassification"),
@@ -64,9 +65,9 @@ def unsupported(config: dict[str, Any], task: str, architecture: str) -> str | N
     if config.get("model_type") not in ARCHITECTURES:
         return f"model_type {config.get('model_type')!r} is not one of {sorted(ARCHITECTURES)}"
     family, base, classifier = ARCHITECTURES[config["model_type"]]
-    expected = {"feature-extraction": base, "text-classification": classifier}.get(task)
+    expected = base if task == "feature-extraction" else classifier if task in CLASSIFIER_TASKS else None
     if architecture != expected:
-        served = f"{base} for feature-extraction, {classifier} for text-classification"
+        served = f"{base} for feature-extraction, {classifier} for {' and '.join(CLASSIFIER_TASKS)}"
         return f"{architecture!r} for {task} (native: {served})"
     act = config.get("activation" if family == "distilbert" else "hidden_act")
     changes_the_math = {
@@ -267,8 +268,8 @@ def build_native_encoder(
     Args:
         config: the bundled config.json.
         tensors: the bundle's tensors under transformers' state_dict names, already in the compute dtype.
-        task: "feature-extraction" (the module returns last_hidden_state (B, T, H)) or "text-classification"
-            (logits (B, L)).
+        task: "feature-extraction" (the module returns last_hidden_state (B, T, H)), "text-classification" or
+            "zero-shot-classification" (logits (B, L)).
         architecture: the transformers class the bundle was built with (manifest.architecture).
 
     Returns:
@@ -280,13 +281,13 @@ def build_native_encoder(
         return None
     try:
         c = _encoder_config(config)
-        num_labels = len(config["id2label"]) if task == "text-classification" else 0
+        num_labels = len(config["id2label"]) if task in CLASSIFIER_TASKS else 0
     except (KeyError, TypeError):  # an incomplete config.json: transformers fills defaults, so let it decide
         return None
     if c.hidden % c.heads:
         return None
     with torch.device("meta"):  # shapes only: the parameters are replaced by the bundle's tensors below
-        if task == "text-classification":
+        if task in CLASSIFIER_TASKS:
             model: nn.Module = SequenceClassifier(c, num_labels)
         else:  # BertModel and RobertaModel carry a pooler (unused here), DistilBertModel none
             model = Encoder(c, pooler=c.family != "distilbert")

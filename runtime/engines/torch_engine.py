@@ -1,8 +1,9 @@
 """The torch engine: the model built from the bundled config, weights assigned from the mmap.
 
 Two implementations of the forward pass, recorded in `TorchEngine.implementation`:
-    native        runtime/engines/native_encoder.py: plain PyTorch BERT/RoBERTa/DistilBERT for feature-extraction and
-                  text-classification; never imports transformers (its modeling code is most of the cold start)
+    native        runtime/engines/native_encoder.py: plain PyTorch BERT/RoBERTa/DistilBERT for feature-extraction,
+                  text-classification and zero-shot-classification; never imports transformers (its modeling code is
+                  most of the cold start)
     transformers  the transformers model class: generation, other architectures, and any config the native encoder
                   does not serve
 
@@ -33,7 +34,8 @@ OUTPUTS: dict[str, str | tuple[str, ...] | None] = {
     "AutoModelForSeq2SeqLM": None,
 }
 AUTO_CLASSES = tuple(OUTPUTS)
-NATIVE_TASKS = ("feature-extraction", "text-classification")  # what the native encoder can serve
+# what the native encoder can serve (zero-shot: the same sequence classifier, fed NLI pairs)
+NATIVE_TASKS = ("feature-extraction", "text-classification", "zero-shot-classification")
 
 
 class TorchEngine:
@@ -77,7 +79,7 @@ def build(bundle: Bundle, manifest: Manifest, options: EngineOptions, phase: Pha
     The device is options.device (DEVICE=auto: cuda when a GPU is visible); the compute dtype is float32 on a CPU
     whatever the storage (fp16 matmuls on a CPU are ~27x slower) and options.cuda_dtype on a GPU.
 
-    The native encoder is tried first for feature-extraction and text-classification (phases "import_torch",
+    The native encoder is tried first for NATIVE_TASKS (phases "import_torch",
     "load_weights": map and cast, "build_model": build and assign); otherwise, or with
     TORCH_IMPLEMENTATION=transformers, the transformers class is built (phases "import_torch",
     "import_transformers", "build_model", "load_weights"). A bundle the native encoder declines goes on to the

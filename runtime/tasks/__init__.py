@@ -7,6 +7,8 @@ A task turns a request's inputs into model inputs, runs the engine, and shapes t
     forward(batch, params) -> raw              the engine's forward pass (or generate), under torch.inference_mode
     postprocess(raw, batch, params) -> Chunk   one JSON-ready output per input, plus generation counters
     compare(expected, actual, precision)       golden outputs vs these outputs -> GoldenCheck
+Optional: maximal_request(text, items) -> (inputs, params), the costliest request of `items` inputs of `text` (at the
+model's max length) that the build's deployment budget measures, for a task whose requests need more than texts.
 
 Adding a task is one module here and one line in TASKS; nothing else branches on the task name.
 """
@@ -31,6 +33,8 @@ TASKS = {
     "text-classification": "runtime.tasks.classification:ClassificationTask",
     "text-generation": "runtime.tasks.generation:GenerationTask",
     "token-classification": "runtime.tasks.token_classification:TokenClassificationTask",
+    "zero-shot-classification": "runtime.tasks.zero_shot:ZeroShotTask",
+    "fill-mask": "runtime.tasks.fill_mask:FillMaskTask",
 }
 
 

@@ -15,6 +15,7 @@ Rule = Callable[[str, Any], Any]
 _repr = reprlib.Repr()  # echo a value in an error, not megabytes of it
 _repr.maxstring = _repr.maxother = 60
 _short = _repr.repr
+short = _short  # a value as an error message echoes it
 
 
 def check(task: str, params: Mapping[str, Any], rules: Mapping[str, Rule]) -> dict[str, Any]:
