@@ -266,3 +266,30 @@ def test_bad_http_wrong_method():
     assert event["requestContext"]["http"]["method"] == "GET"
     assert "body" not in event
     assert event["isBase64Encoded"] is False
+
+
+# --- events/tasks/: a direct invoke and an HTTP API v2 event per task beyond the three of events/ ---------------------
+TASK_EVENTS = sorted((EVENTS / "tasks").glob("*.json"))
+
+
+def test_every_added_task_has_a_direct_and_an_http_sample_event() -> None:
+    from runtime.tasks import TASKS
+
+    added = sorted(set(TASKS) - {"feature-extraction", "text-classification", "text-generation"})
+    expected = sorted(f"{task.replace('-', '_')}_{kind}.json" for task in added for kind in ("direct", "http"))
+    assert sorted(p.name for p in TASK_EVENTS) == expected
+
+
+@pytest.mark.parametrize("path", TASK_EVENTS, ids=lambda p: p.name)
+def test_task_sample_events_are_shaped_as_their_trigger_sends_them(path) -> None:
+    event = json.loads(path.read_text(encoding="utf-8"))
+    if path.name.endswith("_direct.json"):
+        assert set(event) <= {"inputs", "parameters"} and "inputs" in event
+        return
+    template = load_event("http_api_v2.json")
+    # everything as in AWS's HTTP API v2 sample but the body (and its base64 flag): only the request differs
+    assert {k: v for k, v in event.items() if k not in ("body", "isBase64Encoded")} == {
+        k: v for k, v in template.items() if k not in ("body", "isBase64Encoded")
+    }
+    assert isinstance(event["isBase64Encoded"], bool)
+    assert set(json.loads(http_body(event))) <= {"inputs", "parameters"}
