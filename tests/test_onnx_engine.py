@@ -182,9 +182,14 @@ def test_text_generation_is_refused_with_the_fix(tiny_model, tmp_path: Path) -> 
     out = tmp_path / "gen.bundle"
     with pytest.raises(SourceError) as info:
         build_bundle(tiny_model("llama", task="text-generation"), out, engine="onnxruntime")
+    from bundle_builder.onnx_export import OUTPUTS
+    from runtime.tasks import TASKS
+
+    served = ", ".join(t for t in OUTPUTS if t in TASKS)  # the registered encoder tasks: each task adds itself
+    assert served.startswith("feature-extraction, text-classification")
     assert str(info.value) == (
-        "--engine onnxruntime serves feature-extraction, text-classification; task 'text-generation' is built for the "
-        "torch engine. Build it without --engine (or with --engine torch)"
+        f"--engine onnxruntime serves {served}; task 'text-generation' is built for the torch engine. Build it "
+        "without --engine (or with --engine torch)"
     )
     assert not out.exists()
 

@@ -30,6 +30,7 @@ TASKS = {
     "feature-extraction": "runtime.tasks.embedding:EmbeddingTask",
     "text-classification": "runtime.tasks.classification:ClassificationTask",
     "text-generation": "runtime.tasks.generation:GenerationTask",
+    "question-answering": "runtime.tasks.question_answering:QuestionAnsweringTask",
 }
 
 
