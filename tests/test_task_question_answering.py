@@ -58,7 +58,34 @@ CASES: list[tuple[dict[str, str], dict[str, Any]]] = [
     (WHERE, {"handle_impossible_answer": True, "top_k": 4, "align_to_words": False}),
     (WHERE, {"max_seq_len": 40, "doc_stride": 10, "top_k": 2}),
 ]
+LIST = [c[0] for c in CASES[:4]]
 CASE_IDS = [f"{i}-{','.join(p) or 'defaults'}" for i, (_, p) in enumerate(CASES)]
+
+STRIDE_TOO_LONG = (
+    "parameter 'doc_stride' must be at most max_seq_len (40), got 41: windows overlap by fewer tokens than they hold"
+)
+
+
+REFUSALS = [  # on the roberta model
+    (WHERE, {"max_seq_len": 40, "doc_stride": 41}, 422, STRIDE_TOO_LONG),
+    (
+        WHERE,
+        {"doc_stride": 60},
+        422,
+        "parameter 'doc_stride' must be less than the 55 context tokens that windows of max_seq_len=64 leave "
+        "beside this question (9 tokens with the special tokens), got 60; send a smaller doc_stride or a larger "
+        "max_seq_len",
+    ),
+    (
+        {"question": "What is the capital of France? " * 8, "context": LONG},
+        {},
+        413,
+        "the question 'What is the capital of France? What is the capital of Fra...' takes 180 tokens with the "
+        "special tokens, leaving no room for the context in windows of max_seq_len=64 tokens; shorten the "
+        "question or send a larger max_seq_len (at most 64)",
+    ),
+]
+REFUSAL_IDS = ["stride-over-window", "stride-over-context-room", "question-over-window"]
 
 
 def _pins() -> list[str]:
@@ -116,14 +143,16 @@ def peer() -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
 
 @pytest.fixture(scope="module")
 def peer_answers(peer, tiny_model) -> dict[str, list[dict[str, Any]]]:
-    """Each kind's pipeline answers to CASES, computed once (one subprocess for all kinds)."""
-    cases = [
-        {"model": str(tiny_model(kind, TASK)), "inputs": x, "parameters": params}
-        for kind in KINDS
-        for x, params in CASES
-    ]
-    results = peer(cases)
-    return {kind: results[i * len(CASES) : (i + 1) * len(CASES)] for i, kind in enumerate(KINDS)}
+    """The pipeline's answers, computed once (one subprocess): each kind's to CASES, the roberta model's to LIST
+    ("list") and to REFUSALS ("refused")."""
+    roberta = str(tiny_model("roberta", TASK))
+    groups = {
+        **{kind: [(str(tiny_model(kind, TASK)), x, params) for x, params in CASES] for kind in KINDS},
+        "list": [(roberta, LIST, {"top_k": 2})],
+        "refused": [(roberta, x, params) for x, params, _, _ in REFUSALS],
+    }
+    results = iter(peer([{"model": m, "inputs": x, "parameters": p} for g in groups.values() for m, x, p in g]))
+    return {name: [next(results) for _ in group] for name, group in groups.items()}
 
 
 @pytest.fixture(scope="module")
@@ -184,48 +213,17 @@ def test_the_golden_port_equals_the_pipeline(kind: str, tiny_model, peer_answers
 
 
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
-def test_a_list_of_inputs_answers_each_as_the_pipeline_answers_the_list(
-    engine: str, functions, peer, tiny_model
-) -> None:
-    inputs = [c[0] for c in CASES[:4]]
-    want = peer([{"model": str(tiny_model("roberta", TASK)), "inputs": inputs, "parameters": {"top_k": 2}}])[0]
-    answer = functions("roberta", engine).handle({"inputs": inputs, "parameters": {"top_k": 2}}, FakeContext())
+def test_a_list_of_inputs_answers_each_as_the_pipeline_answers_the_list(engine: str, functions, peer_answers) -> None:
+    want = peer_answers["list"][0]
+    answer = functions("roberta", engine).handle({"inputs": LIST, "parameters": {"top_k": 2}}, FakeContext())
     assert_same(want["output"], answer["outputs"])
     assert "truncated_inputs" not in answer["timing"]  # long contexts are windowed, never cut
 
 
-STRIDE_TOO_LONG = (
-    "parameter 'doc_stride' must be at most max_seq_len (40), got 41: windows overlap by fewer tokens than they hold"
-)
-
-
-@pytest.mark.parametrize(
-    "x, params, status, message",
-    [
-        (WHERE, {"max_seq_len": 40, "doc_stride": 41}, 422, STRIDE_TOO_LONG),
-        (
-            WHERE,
-            {"doc_stride": 60},
-            422,
-            "parameter 'doc_stride' must be less than the 55 context tokens that windows of max_seq_len=64 leave "
-            "beside this question (9 tokens with the special tokens), got 60; send a smaller doc_stride or a larger "
-            "max_seq_len",
-        ),
-        (
-            {"question": "What is the capital of France? " * 8, "context": LONG},
-            {},
-            413,
-            "the question 'What is the capital of France? What is the capital of Fra...' takes 180 tokens with the "
-            "special tokens, leaving no room for the context in windows of max_seq_len=64 tokens; shorten the "
-            "question or send a larger max_seq_len (at most 64)",
-        ),
-    ],
-    ids=["stride-over-window", "stride-over-context-room", "question-over-window"],
-)
-def test_what_the_pipeline_refuses_is_a_typed_error(
-    x, params, status: int, message: str, functions, peer, tiny_model
-) -> None:
-    want = peer([{"model": str(tiny_model("roberta", TASK)), "inputs": x, "parameters": params}])[0]
+@pytest.mark.parametrize("case", range(len(REFUSALS)), ids=REFUSAL_IDS)
+def test_what_the_pipeline_refuses_is_a_typed_error(case: int, functions, peer_answers) -> None:
+    x, params, status, message = REFUSALS[case]
+    want = peer_answers["refused"][case]
     assert "error" in want, want  # the pipeline raises (ValueError, or a panic of the tokenizer)
     fn = functions("roberta", "torch")
     with pytest.raises(RequestError) as info:
@@ -320,3 +318,22 @@ def test_the_manifest_says_how_the_pipeline_reads_the_tokenizer(tiny_bundle) -> 
 
     manifest = read_bundle(tiny_bundle("roberta", TASK)).manifest
     assert manifest["task_config"] == {"question_first": True, "truncation_side": "right", "cls_token_id": 0}
+
+
+def test_a_tokenizer_that_pads_left_puts_the_context_first_as_the_pipeline_does(tiny_model, peer, tmp_path) -> None:
+    """padding_side "left": the pipeline sends (context, question), cuts the context with only_first, and lets every
+    token (the question's too) be in the answer."""
+    import shutil
+
+    from bundle_builder.build import build_bundle
+
+    folder = tmp_path / "left"
+    shutil.copytree(tiny_model("bert", TASK), folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "padding_side": "left"}))
+    build_bundle(folder, tmp_path / "left.bundle", task=TASK, engine="torch")
+    fn = new_function(tmp_path / "left.bundle", NUM_THREADS="1")
+    assert fn.predictor.model.manifest.task_config["question_first"] is False
+    wanted = peer([{"model": str(folder), "inputs": x, "parameters": params} for x, params in CASES])
+    for (x, params), want, case_id in zip(CASES, wanted, CASE_IDS):
+        assert_same(want["output"], ask(fn, x, params), case_id)
