@@ -259,18 +259,23 @@ def test_what_the_pipeline_refuses_is_a_typed_error(case: int, functions, peer_a
             "unknown parameter 'truncate' for question-answering; accepted parameters: align_to_words, doc_stride, "
             "handle_impossible_answer, max_answer_len, max_question_len, max_seq_len, top_k",
         ),
-        ("a text", {}, '"inputs"[0] must be {"question": str, "context": str} (a question-answering model), got str'),
+        (
+            "a text",
+            {},
+            '"inputs"[0] must be {"question": str, "context": str} (a question-answering model), got str; '
+            "several questions are a list of such objects",
+        ),
         (
             {"question": "q", "text": "c"},
             {},
             '"inputs"[0] must be {"question": str, "context": str} (a question-answering model), got keys '
-            "['question', 'text']",
+            "['question', 'text']; several questions are a list of such objects",
         ),
         (
             {"question": ["q1", "q2"], "context": "c"},
             {},
-            '"inputs"[0] must be {"question": str, "context": str} (a question-answering model), got keys '
-            "['context', 'question']",
+            '"inputs"[0] must be {"question": str, "context": str} (a question-answering model), got question as '
+            "list; several questions are a list of such objects",
         ),
     ],
     ids=[

@@ -89,9 +89,15 @@ class QuestionAnsweringTask:
     def check_inputs(self, inputs: list[Any]) -> None:
         for i, x in enumerate(inputs):
             if not (isinstance(x, dict) and set(x) == KEYS and all(isinstance(x[k], str) for k in KEYS)):
-                got = f"keys {sorted(map(str, x))}" if isinstance(x, dict) else type(x).__name__
+                if not isinstance(x, dict):
+                    got = type(x).__name__
+                elif set(x) != KEYS:
+                    got = f"keys {sorted(map(str, x))}"
+                else:  # the request layer also lets lists of texts through; the pipeline pairs them, one answer each
+                    got = ", ".join(f"{k} as {type(x[k]).__name__}" for k in sorted(KEYS) if not isinstance(x[k], str))
                 raise InvalidInputError(
-                    f'"inputs"[{i}] must be {{"question": str, "context": str}} (a question-answering model), got {got}'
+                    f'"inputs"[{i}] must be {{"question": str, "context": str}} (a question-answering model), '
+                    f"got {got}; several questions are a list of such objects"
                 )
 
     def check_parameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
