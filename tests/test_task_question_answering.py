@@ -325,6 +325,40 @@ def test_the_manifest_says_how_the_pipeline_reads_the_tokenizer(tiny_bundle) -> 
     assert manifest["task_config"] == {"question_first": True, "truncation_side": "right", "cls_token_id": 0}
 
 
+def test_the_bundle_keeps_the_folder_s_tokenizer_json_as_4_57_reads_it(tiny_model, tiny_bundle) -> None:
+    """transformers 5 rebuilds XLM-R's tokenizer from its class (WhitespaceSplit before Metaspace), which moves word
+    offsets; 4.57, the pipeline's last release, reads tokenizer.json as it is, and so does the bundle."""
+    from runtime.bundle import read_bundle
+
+    bundled = json.loads(read_bundle(tiny_bundle("xlm-roberta", TASK)).read_file("tokenizer.json"))
+    source = json.loads((tiny_model("xlm-roberta", TASK) / "tokenizer.json").read_bytes())
+    parts = ("normalizer", "pre_tokenizer", "model", "post_processor", "decoder", "added_tokens")
+    assert {k: bundled[k] for k in parts} == {k: source[k] for k in parts}
+    assert source["normalizer"] is not None  # the NFKC that transformers 5's XLMRobertaTokenizer leaves out
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnxruntime"])
+def test_the_golden_examples_replay_long_contexts_and_every_parameter(engine: str, functions) -> None:
+    predictor = functions("xlm-roberta", engine).predictor
+    golden = predictor.model.manifest.golden
+    assert {k for ex in golden for k in ex.parameters} >= {"top_k", "doc_stride", "handle_impossible_answer"}
+    assert max(len(ex.input["context"]) for ex in golden) > 1000  # many windows on the tiny models
+    assert predictor.check_golden().ok
+
+
+def test_half_precision_compares_the_ranked_scores_since_near_ties_may_flip(functions) -> None:
+    task = functions("bert", "torch").predictor.task
+    stored = [
+        {"score": 0.5, "start": 0, "end": 5, "answer": "Paris"},
+        {"score": 0.3, "start": 9, "end": 14, "answer": "Seine"},
+    ]
+    flipped = [{**stored[1], "score": 0.5004}, {**stored[0], "score": 0.3}]
+    assert not task.compare([stored], [flipped], "float32").ok  # fp32: the answers themselves
+    assert task.compare([stored], [flipped], "float16").ok
+    assert task.compare([stored], [flipped], "float16").value == pytest.approx(4e-4)
+    assert not task.compare([stored], [flipped[0]], "bfloat16").ok  # a different number of answers
+
+
 def test_a_tokenizer_that_pads_left_puts_the_context_first_as_the_pipeline_does(tiny_model, peer, tmp_path) -> None:
     """padding_side "left": the pipeline sends (context, question), cuts the context with only_first, and lets every
     token (the question's too) be in the answer."""
