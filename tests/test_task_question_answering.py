@@ -376,3 +376,13 @@ def test_a_tokenizer_that_pads_left_puts_the_context_first_as_the_pipeline_does(
     wanted = peer([{"model": str(folder), "inputs": x, "parameters": params} for x, params in CASES])
     for (x, params), want, case_id in zip(CASES, wanted, CASE_IDS):
         assert_same(want["output"], ask(fn, x, params), case_id)
+
+
+def test_the_deployment_budget_asks_long_contexts(tiny_model, tmp_path) -> None:
+    """The CLI measures the budget by default: its maximal request is the golden question over a long context."""
+    from bundle_builder.build import build_bundle
+    from runtime.bundle import read_bundle
+
+    build_bundle(tiny_model("bert", TASK), tmp_path / "b.bundle", task=TASK, engine="torch", budget=True)
+    record = read_bundle(tmp_path / "b.bundle").manifest["budget"]
+    assert record["measured"]["maximal_p50_ms"] > record["measured"]["typical_p50_ms"]
