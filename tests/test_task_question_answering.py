@@ -386,3 +386,25 @@ def test_the_deployment_budget_asks_long_contexts(tiny_model, tmp_path) -> None:
     build_bundle(tiny_model("bert", TASK), tmp_path / "b.bundle", task=TASK, engine="torch", budget=True)
     record = read_bundle(tmp_path / "b.bundle").manifest["budget"]
     assert record["measured"]["maximal_p50_ms"] > record["measured"]["typical_p50_ms"]
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("question_first", "yes", "manifest field 'task_config.question_first' must be true or false, got 'yes'"),
+        ("truncation_side", "up", "manifest field 'task_config.truncation_side' must be 'right' or 'left', got 'up'"),
+        ("cls_token_id", True, "manifest field 'task_config.cls_token_id' must be a token id or null, got True"),
+    ],
+)
+def test_a_bundle_with_a_bad_task_config_is_refused_at_init(
+    key: str, value: Any, message: str, tiny_bundle, tmp_path
+) -> None:
+    from runtime.errors import BundleCorruptError
+    from support import rehash_header
+
+    raw = tiny_bundle("bert", TASK).read_bytes()
+    bad = tmp_path / "bad.bundle"
+    bad.write_bytes(rehash_header(raw, lambda header: header["manifest"]["task_config"].update({key: value})))
+    with pytest.raises(BundleCorruptError) as info:
+        new_function(bad)
+    assert str(info.value) == f"{bad}: {message}; rebuild the bundle with bundle_builder"

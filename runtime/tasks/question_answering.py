@@ -50,7 +50,9 @@ class Window:
 
 @dataclass(frozen=True)
 class QABatch:
-    arrays: dict[str, np.ndarray]  # (windows, T) int64, padded on the right
+    # (windows, T) int64, padded on the right whatever the tokenizer's side: the pipeline pads nothing, and a padded
+    # position is masked out of attention and never part of an answer
+    arrays: dict[str, np.ndarray]
     windows: list[list[Window]]  # each input's windows, in the order of the rows
     contexts: list[str]
 
