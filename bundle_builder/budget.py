@@ -52,12 +52,18 @@ typical = manifest.golden[0]
 generation = manifest.generation is not None
 long_text = " ".join(["word"] * (manifest.max_length * 2))[: settings.max_input_chars]
 maximal_request = getattr(fn.predictor.task, "maximal_request", None)  # a task whose request needs more than text
+def stretched(x):
+    # the golden input at the limit: a text long, or a mapping's longest text (a QA context, a pair's longer side)
+    if isinstance(x, dict):
+        longest = max((k for k in x if isinstance(x[k], str)), key=lambda k: len(x[k]))
+        return {**x, longest: long_text}
+    return long_text
 if generation:
     maximal = ([long_text], dict(typical.parameters))
 elif maximal_request is not None:
     maximal = maximal_request(long_text, settings.max_batch_items)
 else:
-    maximal = ([long_text] * settings.max_batch_items, {})
+    maximal = ([stretched(typical.input)] * settings.max_batch_items, dict(typical.parameters))
 def p50(inputs, params, n):
     times = []
     for _ in range(n):

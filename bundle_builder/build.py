@@ -254,6 +254,10 @@ def build_bundle(
         str(source.path), local_files_only=True, dtype=torch.float32
     )
     model.eval()
+    if source.task == "question-answering":  # 4.57's pipeline (5 has none) reads the folder's tokenizer.json as it is
+        from bundle_builder.qa_reference import pipeline_tokenizer
+
+        tokenizer = pipeline_tokenizer(source.path, tokenizer)
     steps.update()
 
     steps.set_postfix_str("golden examples")
@@ -359,8 +363,12 @@ def task_config(source: Source, tokenizer: Any) -> dict[str, Any]:
         # the pipeline shows an unknown token as the text it stands for, and never as part of a longer word
         return {"unk_token_id": tokenizer.unk_token_id}
     if source.task == "question-answering":
-        # the pipeline puts the question first unless the tokenizer pads on the left
-        return {"question_first": getattr(tokenizer, "padding_side", "right") == "right"}
+        return {
+            # the pipeline puts the question first unless the tokenizer pads on the left
+            "question_first": getattr(tokenizer, "padding_side", "right") == "right",
+            "truncation_side": getattr(tokenizer, "truncation_side", "right") or "right",  # where windows are cut
+            "cls_token_id": tokenizer.cls_token_id,  # the pipeline leaves the cls token open ("no answer")
+        }
     return {}
 
 

@@ -3,9 +3,11 @@
 feature-extraction  sentence-transformers' encode (or mean pooling over AutoModel when the folder is not ST)
 text-classification transformers.pipeline("text-classification", top_k=None)
 text-generation     model.generate, greedy, on the source model
-token-classification, zero-shot-classification, question-answering, fill-mask
+token-classification, zero-shot-classification, fill-mask
                     transformers.pipeline(task) on the source folder, with the inputs and parameters of
                     pipeline_cases(task)
+question-answering  transformers 4.57's QuestionAnsweringPipeline (5 removed it), ported in qa_reference.py, on the
+                    source model and tokenizer, with the cases of pipeline_cases(task)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ DEFAULT_TEXTS = (
 )
 DEFAULT_PROMPTS = ("The capital of France is", "Once upon a time, there was", "def add(a, b):")
 GOLDEN_NEW_TOKENS = 8
+QA_MAX_SEQ_LEN = 384  # the question-answering pipeline's longest default window (runtime/tasks/question_answering.py)
 PIPELINE_TASKS = ("token-classification", "zero-shot-classification", "question-answering", "fill-mask")
 CONTEXT = (
     "Lambda functions load the model once when the container starts. Paris is the capital of France, "
@@ -42,15 +45,24 @@ def pipeline_cases(task: str, tokenizer: Any) -> list[tuple[Any, dict[str, Any]]
             (DEFAULT_TEXTS[2], {"candidate_labels": labels, "multi_label": True}),
         ]
     if task == "question-answering":
-        questions = ("What is the capital of France?", "When do Lambda functions load the model?")
-        return [({"question": q, "context": CONTEXT}, {}) for q in questions]
+        capital = {"question": "What is the capital of France?", "context": CONTEXT}
+        when = {"question": "When do Lambda functions load the model?", "context": CONTEXT}
+        long = {"question": "Which river flows through Paris?", "context": " ".join([CONTEXT] * 4)}
+        return [
+            (capital, {}),
+            (when, {"top_k": 3, "doc_stride": 16}),  # tiny test vocabularies split questions into many tokens
+            (long, {"max_seq_len": 64, "doc_stride": 16, "top_k": 2}),  # several windows, on any model
+            (capital, {"handle_impossible_answer": True, "align_to_words": False, "max_answer_len": 4}),
+        ]
     if task == "fill-mask":
         mask = tokenizer.mask_token
         return [(f"The capital of France is {mask}.", {}), (f"Lambda functions load the {mask} once.", {"top_k": 3})]
     raise ValueError(f"{task} is not a pipeline task")
 
 
-def _pipeline_golden(source: Source, tokenizer: Any) -> list[dict[str, Any]]:
+def _pipeline_golden(source: Source, model: Any, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+    if source.task == "question-answering":
+        return _qa_golden(model, tokenizer, max_length)
     import transformers
 
     make: Any = transformers.pipeline  # typed per literal task name; the task here is a variable
@@ -59,6 +71,20 @@ def _pipeline_golden(source: Source, tokenizer: Any) -> list[dict[str, Any]]:
     for x, params in pipeline_cases(source.task, tokenizer):
         out = pipe(**x, **params) if isinstance(x, dict) else pipe(x, **params)
         examples.append({"input": x, "parameters": params, "output": plain_json(out)})
+    return examples
+
+
+def _qa_golden(model: Any, tokenizer: Any, max_length: int) -> list[dict[str, Any]]:
+    from bundle_builder.qa_reference import question_answer
+
+    # windows of the runtime's default length: the pipeline's min(384, model_max_length), within the bundle's limit
+    window = min(QA_MAX_SEQ_LEN, max_length)
+    examples = []
+    for x, case in pipeline_cases("question-answering", tokenizer):
+        # a window never past the bundle's limit (--max-length), which the runtime refuses
+        params = {**case, "max_seq_len": min(case["max_seq_len"], max_length)} if "max_seq_len" in case else case
+        answer = question_answer(model, tokenizer, **x, **{"max_seq_len": window, **params})
+        examples.append({"input": x, "parameters": params, "output": plain_json(answer)})
     return examples
 
 
@@ -82,7 +108,7 @@ def golden_examples(
             for t, o in zip(DEFAULT_TEXTS, _classify(source, multi_label, max_length))
         ]
     if source.task in PIPELINE_TASKS:
-        return _pipeline_golden(source, tokenizer)
+        return _pipeline_golden(source, model, tokenizer, max_length)
     # explicit greedy settings: a source whose generation_config asks for beams or sampling still has one answer
     params = {"max_new_tokens": GOLDEN_NEW_TOKENS, "do_sample": False, "num_beams": 1}
     return [{"input": t, "parameters": params, "output": _generate(model, tokenizer, t)} for t in DEFAULT_PROMPTS]

@@ -35,6 +35,7 @@ TASKS = {
     "token-classification": "runtime.tasks.token_classification:TokenClassificationTask",
     "zero-shot-classification": "runtime.tasks.zero_shot:ZeroShotTask",
     "fill-mask": "runtime.tasks.fill_mask:FillMaskTask",
+    "question-answering": "runtime.tasks.question_answering:QuestionAnsweringTask",
 }
 
 
