@@ -5,6 +5,7 @@
 """
 
 import json
+import os
 import resource
 import sys
 import time
@@ -36,7 +37,10 @@ class Stamps(ovg.StreamerBase):
 
 
 def load(model_dir, threads):
-    return ovg.LLMPipeline(model_dir, "CPU", INFERENCE_NUM_THREADS=threads)
+    props = {"INFERENCE_NUM_THREADS": threads}
+    if os.environ.get("OV_F32"):  # the CPU plugin runs bf16 by default where the CPU has AVX512_BF16/AMX
+        props.update(INFERENCE_PRECISION_HINT="f32", KV_CACHE_PRECISION="f32")
+    return ovg.LLMPipeline(model_dir, "CPU", **props)
 
 
 def greedy(pipe, ids, streamer=None, max_new=NEW_TOKENS):
@@ -80,7 +84,10 @@ def prefix_len(a, b):
 
 def cmd_fidelity(model_dir, threads, ref):
     pipe = load(model_dir, threads)
-    compiled = ov.Core().compile_model(f"{model_dir}/openvino_model.xml", "CPU", {"INFERENCE_NUM_THREADS": threads})
+    props = {"INFERENCE_NUM_THREADS": threads}
+    if os.environ.get("OV_F32"):
+        props.update(INFERENCE_PRECISION_HINT="f32", KV_CACHE_PRECISION="f32")
+    compiled = ov.Core().compile_model(f"{model_dir}/openvino_model.xml", "CPU", props)
     names = {p.get_any_name() for p in compiled.inputs}
     rows, agree, total = [], 0, 0
     for row in ref:
@@ -100,7 +107,7 @@ def cmd_fidelity(model_dir, threads, ref):
         rows.append({"prompt": row["prompt"][:40], "equal": got == want, "prefix": prefix_len(got, want),
                      "ref_len": len(want), "got_len": len(got), "tf_top1": hits / len(want)})
     print(json.dumps({
-        "engine": "ov-genai:" + model_dir.rstrip("/").rsplit("/", 1)[-1],
+        "engine": "ov-genai:" + model_dir.rstrip("/").rsplit("/", 1)[-1] + ("+f32" if os.environ.get("OV_F32") else ""),
         "all_equal": all(r["equal"] for r in rows), "equal_prompts": sum(r["equal"] for r in rows),
         "prompts": len(rows), "mean_prefix": sum(r["prefix"] for r in rows) / len(rows),
         "min_prefix": min(r["prefix"] for r in rows), "tf_top1": agree / total, "rows": rows,
