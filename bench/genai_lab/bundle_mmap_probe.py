@@ -19,12 +19,13 @@ import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import onnx
 import onnxruntime_genai as og
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from ort_genai_lab import greedy, load  # noqa: E402
+from ort_genai_lab import greedy, load
 
 ALIGN = 64 * 1024
 KEEP = []  # buffers handed to add_model_data must outlive the model
@@ -77,7 +78,7 @@ def way_inmem(model_dir, work):
     mm = mmap.mmap(os.open(bundle, os.O_RDONLY), 0, access=mmap.ACCESS_READ)
     folder = side_files(model_dir, os.path.join(work, "inmem"))
     cfg = config(folder)
-    graph = open(os.path.join(model_dir, "model.onnx"), "rb").read()
+    graph = Path(model_dir, "model.onnx").read_bytes()
     data = memoryview(mm)[ALIGN:]
     KEEP.extend([mm, graph, data])
     cfg.add_model_data("model.onnx", graph)
@@ -98,21 +99,31 @@ def way_embedded(model_dir, work):
 
 
 def main(model_dir, ref_path):
-    row = json.load(open(ref_path))[0]
+    row = json.loads(Path(ref_path).read_text())[0]
     want = greedy(load(model_dir, 2)[0], row["input_ids"])
     for name, way in [("symlink", way_symlink), ("inmem", way_inmem), ("embedded", way_embedded)]:
         work = tempfile.mkdtemp(prefix=f"probe-{name}-")
         r0, t0 = rss_mb(), time.perf_counter()
         try:
             model = way(model_dir, work)
-        except Exception as e:  # noqa: BLE001 - a probe reports every failure
+        except Exception as e:
             print(json.dumps({"way": name, "loads": False, "error": str(e)[:300]}), flush=True)
             continue
         load_s, grew = time.perf_counter() - t0, rss_mb() - r0
         got = greedy(model, row["input_ids"])
-        print(json.dumps({"way": name, "loads": True, "greedy_equal": got == want, "load_s": round(load_s, 3),
-                          "rss_growth_mb": round(grew), "peak_rss_mb": resource.getrusage(
-                              resource.RUSAGE_SELF).ru_maxrss // 1024}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "way": name,
+                    "loads": True,
+                    "greedy_equal": got == want,
+                    "load_s": round(load_s, 3),
+                    "rss_growth_mb": round(grew),
+                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

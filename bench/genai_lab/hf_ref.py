@@ -1,7 +1,7 @@
 """transformers side of the lab (runs in the project's .venv).
 
-  hf_ref.py ids    FOLDER OUT.json   chat-template input ids + greedy 64-token model.generate output per prompt
-  hf_ref.py speed  FOLDER THREADS    one cold process: model.generate timing, prints one JSON line
+hf_ref.py ids    FOLDER OUT.json   chat-template input ids + greedy 64-token model.generate output per prompt
+hf_ref.py speed  FOLDER THREADS    one cold process: model.generate timing, prints one JSON line
 """
 
 import json
@@ -9,7 +9,7 @@ import resource
 import sys
 import time
 
-T_PROCESS = time.time()  # noqa: E402 (cold start is measured from the parent's spawn time, see run_speed.py)
+T_PROCESS = time.time()
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -51,7 +51,7 @@ def generate(model, ids, streamer=None):
         out = model.generate(
             x, attention_mask=torch.ones_like(x), max_new_tokens=NEW_TOKENS, do_sample=False, streamer=streamer
         )
-    return out[0, len(ids):].tolist()
+    return out[0, len(ids) :].tolist()
 
 
 def cmd_ids(folder, out):
@@ -80,10 +80,18 @@ def cmd_speed(folder, threads):
             first_token_wall = wall0 + (s.times[0] - t0)
         n = len(s.times)
         runs.append({"ttft_s": s.times[0] - t0, "decode_tps": (n - 1) / (s.times[-1] - s.times[0]), "tokens": n})
-    print(json.dumps({
-        "engine": "transformers-fp32", "first_token_wall": first_token_wall, "runs": runs, "greedy": toks,
-        "input_tokens": len(ids), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "engine": "transformers-fp32",
+                "first_token_wall": first_token_wall,
+                "runs": runs,
+                "greedy": toks,
+                "input_tokens": len(ids),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -58,11 +58,19 @@ def cmd_speed(model_dir, threads, ref):
             first_token_wall = wall0 + (stamps[0] - t0)
         n = len(stamps)
         runs.append({"ttft_s": stamps[0] - t0, "decode_tps": (n - 1) / (stamps[-1] - stamps[0]), "tokens": n})
-    print(json.dumps({
-        "engine": "ort-genai:" + model_dir.rstrip("/").rsplit("/", 1)[-1], "first_token_wall": first_token_wall,
-        "runs": runs, "greedy": toks, "input_tokens": len(row["input_ids"]), "tokenizer_ids_equal": same_ids,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "engine": "ort-genai:" + model_dir.rstrip("/").rsplit("/", 1)[-1],
+                "first_token_wall": first_token_wall,
+                "runs": runs,
+                "greedy": toks,
+                "input_tokens": len(row["input_ids"]),
+                "tokenizer_ids_equal": same_ids,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def prefix_len(a, b):
@@ -86,17 +94,33 @@ def cmd_fidelity(model_dir, threads, ref):
         gen = og.Generator(model, params)
         gen.append_tokens(ids + want[:-1])
         logits = np.asarray(gen.get_output("logits"))[0]
-        top1 = logits[len(ids) - 1:].argmax(-1).tolist()
+        top1 = logits[len(ids) - 1 :].argmax(-1).tolist()
         hits = sum(int(a == b) for a, b in zip(top1, want))
         agree, total = agree + hits, total + len(want)
-        rows.append({"prompt": row["prompt"][:40], "equal": got == want, "prefix": prefix_len(got, want),
-                     "ref_len": len(want), "got_len": len(got), "tf_top1": hits / len(want)})
-    print(json.dumps({
-        "engine": "ort-genai:" + model_dir.rstrip("/").rsplit("/", 1)[-1],
-        "all_equal": all(r["equal"] for r in rows), "equal_prompts": sum(r["equal"] for r in rows),
-        "prompts": len(rows), "mean_prefix": sum(r["prefix"] for r in rows) / len(rows),
-        "min_prefix": min(r["prefix"] for r in rows), "tf_top1": agree / total, "rows": rows,
-    }))
+        rows.append(
+            {
+                "prompt": row["prompt"][:40],
+                "equal": got == want,
+                "prefix": prefix_len(got, want),
+                "ref_len": len(want),
+                "got_len": len(got),
+                "tf_top1": hits / len(want),
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "engine": "ort-genai:" + model_dir.rstrip("/").rsplit("/", 1)[-1],
+                "all_equal": all(r["equal"] for r in rows),
+                "equal_prompts": sum(r["equal"] for r in rows),
+                "prompts": len(rows),
+                "mean_prefix": sum(r["prefix"] for r in rows) / len(rows),
+                "min_prefix": min(r["prefix"] for r in rows),
+                "tf_top1": agree / total,
+                "rows": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

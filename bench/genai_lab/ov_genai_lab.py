@@ -1,7 +1,7 @@
 """OpenVINO GenAI side of the lab (runs in .venv-ov, see README.md beside this file).
 
-  ov_genai_lab.py speed    MODEL_DIR THREADS REF.json   one cold process: timing, prints one JSON line
-  ov_genai_lab.py fidelity MODEL_DIR THREADS REF.json   greedy equality / prefix / teacher-forced top-1 vs REF
+ov_genai_lab.py speed    MODEL_DIR THREADS REF.json   one cold process: timing, prints one JSON line
+ov_genai_lab.py fidelity MODEL_DIR THREADS REF.json   greedy equality / prefix / teacher-forced top-1 vs REF
 """
 
 import json
@@ -66,11 +66,18 @@ def cmd_speed(model_dir, threads, ref):
             first_token_wall = wall0 + (s.times[0] - t0)
         n = len(s.times)
         runs.append({"ttft_s": s.times[0] - t0, "decode_tps": (n - 1) / (s.times[-1] - s.times[0]), "tokens": n})
-    print(json.dumps({
-        "engine": "ov-genai:" + model_dir.rstrip("/").rsplit("/", 1)[-1], "first_token_wall": first_token_wall,
-        "runs": runs, "greedy": toks, "input_tokens": len(row["input_ids"]),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "engine": "ov-genai:" + model_dir.rstrip("/").rsplit("/", 1)[-1],
+                "first_token_wall": first_token_wall,
+                "runs": runs,
+                "greedy": toks,
+                "input_tokens": len(row["input_ids"]),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def prefix_len(a, b):
@@ -101,17 +108,35 @@ def cmd_fidelity(model_dir, threads, ref):
             feed["beam_idx"] = np.zeros(1, dtype=np.int32)
         req = compiled.create_infer_request()  # fresh KV state
         logits = req.infer(feed)[compiled.output("logits")][0]
-        top1 = logits[len(ids) - 1:].argmax(-1).tolist()
+        top1 = logits[len(ids) - 1 :].argmax(-1).tolist()
         hits = sum(int(a == b) for a, b in zip(top1, want))
         agree, total = agree + hits, total + len(want)
-        rows.append({"prompt": row["prompt"][:40], "equal": got == want, "prefix": prefix_len(got, want),
-                     "ref_len": len(want), "got_len": len(got), "tf_top1": hits / len(want)})
-    print(json.dumps({
-        "engine": "ov-genai:" + model_dir.rstrip("/").rsplit("/", 1)[-1] + ("+f32" if os.environ.get("OV_F32") else ""),
-        "all_equal": all(r["equal"] for r in rows), "equal_prompts": sum(r["equal"] for r in rows),
-        "prompts": len(rows), "mean_prefix": sum(r["prefix"] for r in rows) / len(rows),
-        "min_prefix": min(r["prefix"] for r in rows), "tf_top1": agree / total, "rows": rows,
-    }))
+        rows.append(
+            {
+                "prompt": row["prompt"][:40],
+                "equal": got == want,
+                "prefix": prefix_len(got, want),
+                "ref_len": len(want),
+                "got_len": len(got),
+                "tf_top1": hits / len(want),
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "engine": "ov-genai:"
+                + model_dir.rstrip("/").rsplit("/", 1)[-1]
+                + ("+f32" if os.environ.get("OV_F32") else ""),
+                "all_equal": all(r["equal"] for r in rows),
+                "equal_prompts": sum(r["equal"] for r in rows),
+                "prompts": len(rows),
+                "mean_prefix": sum(r["prefix"] for r in rows) / len(rows),
+                "min_prefix": min(r["prefix"] for r in rows),
+                "tf_top1": agree / total,
+                "rows": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

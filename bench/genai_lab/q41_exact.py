@@ -70,9 +70,20 @@ def main():
             extra.append(numpy_helper.from_array(zp, w_name + "_zp"))
             ins.append(w_name + "_zp")
         model.graph.initializer.extend(extra)
-        nodes.append(helper.make_node(
-            "MatMulNBits", ins, list(node.output), name=node.name + "_NBits", domain="com.microsoft",
-            K=w.shape[0], N=w.shape[1], bits=bits, block_size=BLOCK, accuracy_level=a.accuracy_level))
+        nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                ins,
+                list(node.output),
+                name=node.name + "_NBits",
+                domain="com.microsoft",
+                K=w.shape[0],
+                N=w.shape[1],
+                bits=bits,
+                block_size=BLOCK,
+                accuracy_level=a.accuracy_level,
+            )
+        )
     keep = {n for node in nodes for n in node.input}
     kept_inits = [i for i in model.graph.initializer if i.name in keep]
     del model.graph.initializer[:]

@@ -21,11 +21,23 @@ def command(subject):
     if kind == "hf":
         return [".venv/bin/python", "bench/genai_lab/hf_ref.py", "speed", FOLDER, THREADS]
     if kind == "ort":
-        return [".venv-genai/bin/python", "bench/genai_lab/ort_genai_lab.py", "speed", f".cache/genai-models/{name}",
-                THREADS, REF]
+        return [
+            ".venv-genai/bin/python",
+            "bench/genai_lab/ort_genai_lab.py",
+            "speed",
+            f".cache/genai-models/{name}",
+            THREADS,
+            REF,
+        ]
     if kind == "ov":
-        return [".venv-ov/bin/python", "bench/genai_lab/ov_genai_lab.py", "speed", f".cache/ov-models/{name}",
-                THREADS, REF]
+        return [
+            ".venv-ov/bin/python",
+            "bench/genai_lab/ov_genai_lab.py",
+            "speed",
+            f".cache/ov-models/{name}",
+            THREADS,
+            REF,
+        ]
     raise SystemExit(f"unknown subject {subject}")
 
 
@@ -33,10 +45,10 @@ def main():
     rounds, subjects = int(sys.argv[1]), sys.argv[2:]
     results = {s: [] for s in subjects}
     for r in range(rounds):
-        order = subjects[r % len(subjects):] + subjects[: r % len(subjects)]
+        order = subjects[r % len(subjects) :] + subjects[: r % len(subjects)]
         for s in order:
             t_spawn = time.time()
-            p = subprocess.run(["nice", "-n", "19", *command(s)], capture_output=True, text=True)
+            p = subprocess.run(["nice", "-n", "19", *command(s)], capture_output=True, text=True, check=False)
             if p.returncode != 0:
                 print(f"{s} failed: {p.stderr[-2000:]}", file=sys.stderr)
                 continue
@@ -44,10 +56,13 @@ def main():
             d["cold_start_s"] = d["first_token_wall"] - t_spawn
             results[s].append(d)
             warm = d["runs"][1:]
-            print(f"round {r} {s}: cold {d['cold_start_s']:.2f}s, warm decode "
-                  f"{statistics.median(x['decode_tps'] for x in warm):.1f} tok/s, ttft "
-                  f"{1000 * statistics.median(x['ttft_s'] for x in warm):.0f} ms, rss {d['peak_rss_mb']:.0f} MB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"round {r} {s}: cold {d['cold_start_s']:.2f}s, warm decode "
+                f"{statistics.median(x['decode_tps'] for x in warm):.1f} tok/s, ttft "
+                f"{1000 * statistics.median(x['ttft_s'] for x in warm):.0f} ms, rss {d['peak_rss_mb']:.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
     summary = {}
     for s, ds in results.items():
         if not ds:
@@ -59,7 +74,8 @@ def main():
             "ttft_ms_median": 1000 * statistics.median(x["ttft_s"] for x in warm),
             "cold_start_s_median": statistics.median(d["cold_start_s"] for d in ds),
             "peak_rss_mb_max": max(d["peak_rss_mb"] for d in ds),
-            "tokens": ds[0]["runs"][0]["tokens"], "input_tokens": ds[0]["input_tokens"],
+            "tokens": ds[0]["runs"][0]["tokens"],
+            "input_tokens": ds[0]["input_tokens"],
             "greedy": ds[0]["greedy"],
         }
     print(json.dumps({"subjects": subjects, "rounds": rounds, "summary": summary, "raw": results}))
