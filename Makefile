@@ -2,17 +2,21 @@
 # make test  - set up, lint, and run every test
 # make serve - the default bundle behind a local HTTP endpoint (Function URL events through the RIE), PORT=3000
 # make lint  - ruff (format check + lint) and mypy over the shipped code
+# make bench-generation - generation bundle vs model.generate vs llama-cpp-python (SmolLM2), THREADS=2; not in test
 SHELL := /bin/bash
 PY := .venv/bin/python
 STAMP := .venv/.installed
 # .venv-onnx: the runtime image of an onnxruntime bundle, as a venv (no torch): tests/test_onnx_image.py
 ONNX_STAMP := .venv-onnx/.installed
+# .venv-llama: llama-cpp-python for make bench-generation, from a wheel built once into .cache/wheels/
+LLAMA_STAMP := .venv-llama/.installed
+THREADS ?= 2
 BUNDLE := build/model.bundle
 PYTEST_ARGS ?=
 PORT ?= 3000
 LINT_PATHS := handler.py runtime bundle_builder devtools bench
 
-.PHONY: setup bundle demo serve test bench lint clean
+.PHONY: setup bundle demo serve test bench bench-llama-venv bench-generation lint clean
 
 setup: $(STAMP) $(ONNX_STAMP)
 
@@ -51,5 +55,14 @@ test: lint
 bench: $(BUNDLE)
 	$(PY) -m bench --bundle $(BUNDLE)
 
+bench-llama-venv: $(LLAMA_STAMP)
+
+$(LLAMA_STAMP): requirements/bench-llama.txt scripts/llama_venv.sh
+	PYTHON=python3 scripts/llama_venv.sh .venv-llama
+	touch $@
+
+bench-generation: $(STAMP) $(LLAMA_STAMP)
+	$(PY) -m bench.generation_llama --threads $(THREADS)
+
 clean:
-	rm -rf build .cache bench-results .venv-onnx
+	rm -rf build .cache bench-results .venv-onnx .venv-llama

@@ -18,21 +18,26 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-class _FirstTokenStreamer:
-    """The peer's clock: a transformers streamer; generate() first puts the prompt (or decoder start), then tokens."""
+class FirstTokenStreamer:
+    """The peer's clock: a transformers streamer; generate() first puts the prompt (or decoder start), then tokens.
 
-    def __init__(self) -> None:
+    `clock` stamps the first new token (bench.generation_subjects passes time.monotonic_ns to compare across processes).
+    """
+
+    def __init__(self, clock: Callable[[], int] = time.perf_counter_ns) -> None:
         self.puts = 0
         self.first_token_ns: int | None = None
+        self._clock = clock
 
     def put(self, value: Any) -> None:
         self.puts += 1
         if self.puts == 2:
-            self.first_token_ns = time.perf_counter_ns()
+            self.first_token_ns = self._clock()
 
     def end(self) -> None:
         pass
@@ -97,7 +102,7 @@ def bench_generation(
         return _row(tokens, ttft_ms, total_ms, text)
 
     def peer() -> dict[str, Any]:
-        clock = _FirstTokenStreamer()
+        clock = FirstTokenStreamer()
         t0 = time.perf_counter_ns()
         with torch.inference_mode():
             out = model.generate(**enc, **params, streamer=clock)
