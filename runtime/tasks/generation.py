@@ -297,14 +297,13 @@ class GenerationTask:
             seed = params.get("seed", random.randrange(2**32))
             torch.manual_seed(seed)
         details = bool(params.get("details"))
+        config.return_dict_in_generate = config.output_scores = details  # on the config: generate() warns of kwargs
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 generation_config=config,
                 stopping_criteria=StoppingCriteriaList(criteria),
-                return_dict_in_generate=details,
-                output_scores=details,
             )
         sequences, scores = (out.sequences, out.scores) if details else (out, None)
         return Generated(sequences, clock.first_token_ns, limit.fired, scores, seed)
