@@ -5,29 +5,14 @@ folder (the chat rendered with apply_chat_template), greedy or seeded.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from bundle_builder.build import build_bundle
-from test_generation import CHATS, TEMPLATE, Source
+from test_generation import CHATS, Source, chat_model  # noqa: F401  (chat_model: the tiny llama with a chat template)
 
 PROMPTS = ["the capital of france is", "once upon a time there was a small model"]
-
-
-@pytest.fixture(scope="module")
-def chat_model(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
-    """Tiny random llama with a chat template: (source folder, bundle)."""
-    from transformers import AutoTokenizer
-
-    folder = shutil.copytree(tiny_model("llama", "text-generation"), tmp_path_factory.mktemp("openai") / "src")
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    tok.chat_template = TEMPLATE
-    tok.save_pretrained(str(folder))
-    return folder, build_bundle(folder, folder.parent / "chat.bundle").path
 
 
 @pytest.fixture(scope="module")

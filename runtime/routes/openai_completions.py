@@ -91,6 +91,18 @@ def _usage(reply: Reply) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def _completion(reply: Reply, id_prefix: str, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The body both routes answer with: their choices, named and counted."""
+    return {
+        "id": f"{id_prefix}-{reply.request_id}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": reply.served.model["name"],
+        "choices": choices,
+        "usage": _usage(reply),
+    }
+
+
 def _finish(reply: Reply, i: int) -> str:
     facts = reply.prediction.facts
     return FINISH.get(facts[i].get("finish_reason", "length"), "length") if i < len(facts) else "length"
@@ -119,14 +131,7 @@ class OpenAIChatCompletions:
             }
             for i, out in enumerate(reply.prediction.outputs)
         ]
-        return {
-            "id": f"chatcmpl-{reply.request_id}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": reply.served.model["name"],
-            "choices": choices,
-            "usage": _usage(reply),
-        }
+        return _completion(reply, "chatcmpl", "chat.completion", choices)
 
     def error_body(self, error: RequestError, request_id: str) -> Any:
         return openai_error(error)
@@ -151,14 +156,7 @@ class OpenAICompletions:
             {"index": i, "text": out["generated_text"], "finish_reason": _finish(reply, i), "logprobs": None}
             for i, out in enumerate(reply.prediction.outputs)
         ]
-        return {
-            "id": f"cmpl-{reply.request_id}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": reply.served.model["name"],
-            "choices": choices,
-            "usage": _usage(reply),
-        }
+        return _completion(reply, "cmpl", "text_completion", choices)
 
     def error_body(self, error: RequestError, request_id: str) -> Any:
         return openai_error(error)
