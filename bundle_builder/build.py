@@ -12,6 +12,8 @@ from typing import Any
 from bundle_builder.budget import budget as measure_budget
 from bundle_builder.engine_choice import Contents, choose, onnx_contents, torch_contents
 from bundle_builder.errors import SourceError
+from bundle_builder.genai_export import ENGINE as GENAI
+from bundle_builder.genai_export import genai_contents
 from bundle_builder.quantize import QUANTIZED_TASKS, Floors
 from bundle_builder.reference import golden_examples
 from bundle_builder.sources import Source, entailment_id, read_source
@@ -200,9 +202,7 @@ def build_bundle(
     if quantize not in (None, "int8"):
         raise SourceError(f"--quantize {quantize!r} is not a scheme; choose int8")
     if quantize and engine == "torch":
-        raise SourceError("--quantize int8 runs on the onnxruntime engine; drop --engine torch")
-    if quantize:
-        engine = "onnxruntime"
+        raise SourceError("--quantize int8 runs on an ONNX Runtime engine; drop --engine torch")
     if (src is None) == (gguf is None):
         raise SourceError("give either a model folder or --gguf FILE, not both or neither")
     if gguf is not None:
@@ -234,11 +234,20 @@ def build_bundle(
     source = read_source(src, task=task)
     if multi_label and source.task != "text-classification":
         raise SourceError("--multi-label applies to text-classification only")
-    if quantize and source.task not in QUANTIZED_TASKS:
+    if quantize and source.task not in (*QUANTIZED_TASKS, "text-generation"):
         raise SourceError(
-            f"--quantize int8 measures its fidelity for {', '.join(QUANTIZED_TASKS)} only; build {source.task} "
-            "without --quantize"
+            f"--quantize int8 measures its fidelity for {', '.join(QUANTIZED_TASKS)} and text-generation only; build "
+            f"{source.task} without --quantize"
         )
+    # the ONNX engine for this task: encoders' exported graph, or causal LMs' decoder graph with a KV cache
+    onnx_engine = GENAI if source.task == "text-generation" else "onnxruntime"
+    if engine == GENAI and source.task != "text-generation":
+        raise SourceError(
+            f"--engine {GENAI} serves text-generation; this model's task is {source.task}: build it without --engine "
+            "(or with --engine onnxruntime or torch)"
+        )
+    if quantize:
+        engine = onnx_engine
     steps.update()
 
     import sentence_transformers
@@ -289,7 +298,17 @@ def build_bundle(
     if engine in ("torch", "auto"):
         candidates["torch"] = torch_contents({**_storage(model.state_dict(), dtype), **head}, files, manifest)
     why_torch_only = None
-    if engine in ("onnxruntime", "auto"):
+    if engine == GENAI or (engine == "auto" and onnx_engine == GENAI):
+        steps.set_postfix_str("building the decoder graph")
+        try:
+            candidates[GENAI] = genai_contents(
+                source, model, files, manifest, quantize=quantize, floors=floors, tokenizer=tokenizer
+            )
+        except SourceError as e:
+            if engine == GENAI:
+                raise
+            why_torch_only = str(e)
+    elif engine in ("onnxruntime", "auto"):
         steps.set_postfix_str("exporting ONNX")
         try:
             candidates["onnxruntime"] = onnx_contents(

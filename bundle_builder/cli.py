@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
         "--engine",
         choices=["auto", *ENGINES],
         default="auto",
-        help="auto (default): build for both, time each on the golden inputs, keep the faster; or force one",
+        help="auto (default): build for torch and the task's ONNX engine, time each on the golden inputs, keep the "
+        "faster; or force one",
     )
     build.add_argument("-o", "--out", required=True, help="bundle file to write")
     build.add_argument(
@@ -42,12 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--quantize",
         choices=["int8"],
-        help="int8 weights on onnxruntime; the scheme is chosen by measured fidelity against fp32 (see the floors)",
+        help="int8 weights on onnxruntime (encoders: the scheme chosen by measured fidelity) or onnxruntime-genai "
+        "(causal LMs); measured against fp32, refused below the floors",
     )
     floors = Floors()
     build.add_argument("--min-cosine", type=float, default=floors.min_cosine, help="int8 embeddings: worst cosine")
     build.add_argument("--mean-cosine", type=float, default=floors.mean_cosine, help="int8 embeddings: mean cosine")
     build.add_argument("--min-top1", type=float, default=floors.top1_agreement, help="int8 classification: top-1 share")
+    build.add_argument(
+        "--min-token-top1",
+        type=float,
+        default=floors.token_top1,
+        help="int8 generation: share of next tokens equal to fp32's, teacher-forced",
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.add_argument(
         "--no-budget", action="store_true", help="skip measuring the deployment budget (memory, timeout, batch size)"
@@ -86,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_length=args.max_length,
                 name=args.name,
                 quantize=args.quantize,
-                floors=Floors(args.min_cosine, args.mean_cosine, args.min_top1),
+                floors=Floors(args.min_cosine, args.mean_cosine, args.min_top1, args.min_token_top1),
                 budget=not args.no_budget,
                 no_golden=args.no_golden,
                 progress=not args.quiet,

@@ -3,10 +3,13 @@
     --engine torch        the weights as the model's own tensors (state_dict names)
     --engine onnxruntime  an ONNX graph exported, fused and proved at build time; its weights as bundle tensors
                           ("onnx/<initializer>") that ORT reads from the memory map; no torch copy
-    --engine auto         (the default) both are built and proved; each is timed on the golden inputs in this
-                          process, one request at a time, and the faster one is written. The figures go into the
-                          manifest ("engine_choice"), which `inspect` shows. A model ONNX cannot serve (generation,
-                          a failed export or proof) is built for torch, and the reason is recorded
+    --engine onnxruntime-genai
+                          text-generation: a causal LM's decoder graph with its KV cache (bundle_builder.genai_export)
+    --engine auto         (the default) torch and the ONNX engine for the task (onnxruntime for encoders,
+                          onnxruntime-genai for causal LMs) are built and proved; each is timed on the golden inputs in
+                          this process, one request at a time, and the fastest is written. The figures go into the
+                          manifest ("engine_choice"), which `inspect` shows. A model no ONNX engine serves (an
+                          encoder-decoder, a failed export or proof) is built for torch, and the reason is recorded
 
 Each weight is stored once, for the engine the bundle is built for; the other engine cannot serve that bundle.
 """
@@ -28,6 +31,7 @@ from runtime.engines import ONNX_FILE, ONNX_TENSOR_PREFIX
 
 MEASURE_ROUNDS = 15  # timed passes over the golden inputs per engine, after WARMUP_ROUNDS
 WARMUP_ROUNDS = 2
+GENERATION_ROUNDS = 2  # text-generation: each golden answer is a whole greedy decode
 
 
 @dataclass
@@ -166,41 +170,47 @@ def _quantized(
 
 
 def choose(candidates: dict[str, Contents], out: Path, *, why_torch_only: str | None) -> dict[str, Any]:
-    """Time each candidate on its golden inputs and pick the fastest; the ONNX one must first prove itself.
+    """Time each candidate on its golden inputs and pick the fastest; every engine but torch must first prove itself.
 
     Returns:
-        The manifest's "engine_choice": {"chosen", "reason"} and, when both were timed, "p50_ms" per engine and
+        The manifest's "engine_choice": {"chosen", "reason"} and, when several were timed, "p50_ms" per engine and
         "measured_on" (inputs, threads, machine).
     """
     from bundle_builder.verify import verify_bundle
 
-    if "onnxruntime" not in candidates:
+    if set(candidates) == {"torch"}:
         return {"chosen": "torch", "reason": why_torch_only or "only the torch engine serves this model"}
     with tempfile.TemporaryDirectory(prefix="engine-choice-", dir=out.parent) as tmp:
         paths = {}
         for name, contents in candidates.items():
             paths[name] = Path(tmp) / f"{name}.bundle"
             write_bundle(paths[name], manifest=contents.manifest, tensors=contents.tensors, files=contents.files)
-        try:
-            verify_bundle(paths["onnxruntime"])
-        except VerifyError as e:
-            return {"chosen": "torch", "reason": f"the ONNX graph did not reproduce the golden examples: {e}"}
+        failed = {}
+        for name in [n for n in candidates if n != "torch"]:
+            try:
+                verify_bundle(paths[name])
+            except VerifyError as e:
+                failed[name] = f"the {name} engine did not reproduce the golden examples: {e}"
+        if set(candidates) - set(failed) == {"torch"}:
+            return {"chosen": "torch", "reason": "; ".join(failed.values())}
+        generation = next(iter(candidates.values())).manifest["task"] == "text-generation"
         p50: dict[str, float] = {}
-        for name in ("torch", "onnxruntime"):  # torch first: ORT's spinning threads must not slow the other side
-            p50[name], inputs, threads = _p50_ms(paths[name])
+        for name in sorted(set(candidates) - set(failed), key=lambda n: n != "torch"):  # torch first: ORT's spinning
+            p50[name], inputs, threads, rounds = _p50_ms(paths[name], generation)  # threads must not slow it
     chosen = min(p50, key=lambda name: p50[name])
-    other = next(name for name in p50 if name != chosen)
+    others = ", ".join(f"{name} in {p50[name]:.2f} ms" for name in p50 if name != chosen)
     return {
         "chosen": chosen,
         "p50_ms": p50,
-        "measured_on": f"{inputs} golden inputs x {MEASURE_ROUNDS}, one request at a time, {threads} threads, "
+        "measured_on": f"{inputs} golden inputs x {rounds}, one request at a time, {threads} threads, "
         f"{platform.machine()}",
-        "reason": f"{chosen} answered in {p50[chosen]:.2f} ms at p50, {other} in {p50[other]:.2f} ms",
+        "reason": f"{chosen} answered in {p50[chosen]:.2f} ms at p50, {others}",
     }
 
 
-def _p50_ms(path: Path) -> tuple[float, int, int]:
-    """p50 of one predict() per golden input, through the runtime's own Predictor on its default engine."""
+def _p50_ms(path: Path, generation: bool = False) -> tuple[float, int, int, int]:
+    """p50 of one predict() per golden input, through the runtime's own Predictor on its default engine; fewer
+    rounds for generation, whose golden answers take a whole decode each."""
     import torch
 
     from runtime.predictor import Predictor
@@ -210,11 +220,12 @@ def _p50_ms(path: Path) -> tuple[float, int, int]:
     settings = Settings(model_bundle=str(path), device="cpu", canary=False, num_threads=threads)
     predictor = Predictor.load(settings, verify_hash=False)
     examples = predictor.model.manifest.golden
+    warmup, rounds = (1, GENERATION_ROUNDS) if generation else (WARMUP_ROUNDS, MEASURE_ROUNDS)
     times: list[int] = []
-    for round_ in range(WARMUP_ROUNDS + MEASURE_ROUNDS):
+    for round_ in range(warmup + rounds):
         for ex in examples:
             t0 = time.perf_counter_ns()
             predictor.predict([ex.input], ex.parameters)
-            if round_ >= WARMUP_ROUNDS:
+            if round_ >= warmup:
                 times.append(time.perf_counter_ns() - t0)
-    return round(statistics.median(times) / 1e6, 3), len(examples), threads
+    return round(statistics.median(times) / 1e6, 3), len(examples), threads, rounds

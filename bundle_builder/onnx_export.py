@@ -64,10 +64,11 @@ def export_onnx(model: Any, source: Any, tokenizer: Any, *, fuse: bool = True) -
         SourceError: the task has no ONNX export (text-generation), or no exported graph reproduces the model.
     """
     output = OUTPUTS.get(source.task)
-    if output is None:
+    if output is None:  # text-generation: causal LMs have their own ONNX engine (bundle_builder.genai_export)
         raise SourceError(
-            f"--engine onnxruntime serves {', '.join(t for t in OUTPUTS if t in TASKS)}; task {source.task!r} is built for the torch engine. "
-            "Build it without --engine (or with --engine torch)"
+            f"--engine onnxruntime serves {', '.join(t for t in OUTPUTS if t in TASKS)}; task {source.task!r} is built "
+            "for the onnxruntime-genai or torch engine. Build it without --engine (or with --engine onnxruntime-genai or "
+            "torch)"
         )
     per_token = source.task in PER_TOKEN
     names = input_names(model, tokenizer)

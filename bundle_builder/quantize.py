@@ -101,6 +101,7 @@ class Floors:
     min_cosine: float = 0.95  # embeddings: the worst text
     mean_cosine: float = 0.99  # embeddings: on average
     top1_agreement: float = 0.99  # classification: share of texts with the same top label
+    token_top1: float = 0.95  # generation: share of next tokens the same, teacher-forced (bundle_builder.genai_export)
 
 
 def quantize_graph(graph: bytes, scheme: str) -> bytes:

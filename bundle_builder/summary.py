@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from runtime.bundle import FORMAT, read_bundle
+from runtime.engines import GENAI_MODEL
 from runtime.manifest import parse_manifest
 
 
@@ -25,7 +26,9 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
         "dtype": m.dtype,
         "num_parameters": m.num_parameters,
         "size_bytes": bundle.size_bytes,
-        "weights_bytes": bundle.tensor_bytes(),
+        # an onnxruntime-genai bundle's weights are inside its decoder graph, a file
+        "weights_bytes": bundle.tensor_bytes()
+        + (bundle.file_bytes(GENAI_MODEL) if bundle.has_file(GENAI_MODEL) else 0),
         "max_length": m.max_length,
         "engine": m.engine,
         "engines": list(m.engines),
@@ -57,7 +60,11 @@ def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # the engine a bundle is built for -> the requirements file of its runtime image (relative to the repository)
-RUNTIME_REQUIREMENTS = {"torch": "requirements/runtime-torch.txt", "onnxruntime": "requirements/runtime-onnx.txt"}
+RUNTIME_REQUIREMENTS = {
+    "torch": "requirements/runtime-torch.txt",
+    "onnxruntime": "requirements/runtime-onnx.txt",
+    "onnxruntime-genai": "requirements/runtime-genai.txt",
+}
 
 
 def runtime_requirements(path: str | os.PathLike[str]) -> str:
@@ -89,7 +96,14 @@ def render(info: dict[str, Any]) -> str:
         choice = info["engine_choice"]
         measured = f"; measured on {choice['measured_on']}" if "measured_on" in choice else ""
         lines.append(f"  chosen by     {choice['reason']}{measured}")
-    if info["quantization"] is not None:
+    if info["quantization"] is not None and "teacher_forced_top1" in info["quantization"]:
+        q = info["quantization"]
+        lines.append(
+            f"  quantized     {q['scheme']}: teacher-forced top-1 {q['teacher_forced_top1']} vs fp32 (floor "
+            f"{q['floor']['teacher_forced_top1']}), identical greedy prefix mean {q['greedy_prefix']['mean']} / min "
+            f"{q['greedy_prefix']['min']} of {q['new_tokens']} tokens, {q['greedy_equal']}/{q['prompts']} prompts equal"
+        )
+    elif info["quantization"] is not None:
         q = info["quantization"]
         tried = "; ".join(
             f"{t['scheme']} " + ", ".join(f"{k}={v}" for k, v in t.items() if k not in ("scheme", "passed"))

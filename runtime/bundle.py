@@ -183,6 +183,26 @@ class Bundle:
     def has_file(self, name: str) -> bool:
         return name in self._header["files"]
 
+    def file_bytes(self, name: str) -> int:
+        return int(self._header["files"][name]["nbytes"])
+
+    def file_view(self, name: str) -> memoryview:
+        """A stored file as a read-only view of the memory map, for a library that reads it in place (the
+        onnxruntime-genai graph); its pages stay resident once read, until release_pages. KeyError as read_file."""
+        entry = self._header["files"].get(name)
+        if entry is None:
+            raise KeyError(f"bundle {self.path} has no file {name!r}; it has {self.file_names}")
+        start = self._data_start + entry["offset"]
+        return memoryview(self._map)[start : start + entry["nbytes"]].toreadonly()
+
+    def release_pages(self, name: str, advice: int) -> None:
+        """madvise a stored file's pages (MADV_DONTNEED: drop them from this process; they read back from the file if
+        touched again). The map is private and never written, so nothing is lost."""
+        entry = self._header["files"][name]
+        page = mmap.PAGESIZE
+        start = (self._data_start + entry["offset"]) // page * page
+        self._map.madvise(advice, start, self._data_start + entry["offset"] + entry["nbytes"] - start)
+
     def tensors(self) -> dict[str, torch.Tensor]:
         """name -> tensor, zero-copy over the memory map (copy-on-write: writing never touches the file)."""
         import torch

@@ -168,3 +168,40 @@ def sqs(endpoint: str) -> Any:
     from devtools.moto_sqs import sqs_client
 
     return sqs_client(endpoint)
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(converted source folder, torch bundle): ONE `build_bundle(gguf=...)` of SmolLM2-135M-Instruct per session, its
+    converted folder kept as the peer (and as the source of other engines' bundles). One torch thread while it builds:
+    on a shared 2-core machine, two spinning OpenMP threads lose ~10x."""
+    from unittest import mock
+
+    import torch
+
+    import bundle_builder.gguf
+    from bundle_builder.build import build_bundle
+    from support import smollm2_gguf
+
+    root = tmp_path_factory.mktemp("smollm2")
+    convert = bundle_builder.gguf.convert_gguf
+
+    def keep(gguf_file: Any, out_folder: Any, *, progress: bool = False) -> Path:
+        return convert(gguf_file, root / "source", progress=progress)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with mock.patch.object(bundle_builder.gguf, "convert_gguf", keep):
+            result = build_bundle(
+                None, root / "smollm2.bundle", gguf=smollm2_gguf(), task="text-generation", engine="torch"
+            )
+    finally:
+        torch.set_num_threads(before)
+    assert result.verify.check.ok
+    return root / "source", result.path
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(smollm2: tuple[Path, Path]) -> Path:
+    return smollm2[0]

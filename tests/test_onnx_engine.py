@@ -187,8 +187,8 @@ def test_text_generation_is_refused_with_the_fix(tiny_model, tmp_path: Path) -> 
     served = [t for t in OUTPUTS if t in TASKS]  # every task this runtime serves that has an ONNX export
     assert {"feature-extraction", "text-classification"} <= set(served) and "text-generation" not in served
     assert str(info.value) == (
-        f"--engine onnxruntime serves {', '.join(served)}; task 'text-generation' is built for the torch engine. "
-        "Build it without --engine (or with --engine torch)"
+        f"--engine onnxruntime serves {', '.join(served)}; task 'text-generation' is built for the onnxruntime-genai or "
+        "torch engine. Build it without --engine (or with --engine onnxruntime-genai or torch)"
     )
     assert not out.exists()
 

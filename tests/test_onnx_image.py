@@ -65,11 +65,15 @@ def function(task_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield fn
 
 
-def test_torch_and_transformers_are_not_installed_in_the_onnx_runtime() -> None:
-    for module in ("torch", "transformers", "sentence_transformers", "onnx", "bundle_builder"):
-        probe = subprocess.run([str(ONNX_PYTHON), "-c", f"import {module}"], capture_output=True, text=True,
+def assert_not_importable(python: Path, modules: tuple[str, ...]) -> None:
+    for module in modules:
+        probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True,
                                cwd="/", env={"PATH": os.environ.get("PATH", "")})
         assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr, module
+
+
+def test_torch_and_transformers_are_not_installed_in_the_onnx_runtime() -> None:
+    assert_not_importable(ONNX_PYTHON, ("torch", "transformers", "sentence_transformers", "onnx", "bundle_builder"))
 
 
 def test_the_onnx_runtime_install_stays_small() -> None:

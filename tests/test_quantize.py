@@ -71,5 +71,5 @@ def test_no_scheme_within_the_floors_is_a_refusal_with_every_figure(tiny_model, 
 
 
 def test_quantize_with_the_torch_engine_is_refused(tiny_model, tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="--quantize int8 runs on the onnxruntime engine; drop --engine torch"):
+    with pytest.raises(SourceError, match="--quantize int8 runs on an ONNX Runtime engine; drop --engine torch"):
         build_bundle(tiny_model("bert"), tmp_path / "x.bundle", quantize="int8", engine="torch")

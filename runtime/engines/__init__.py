@@ -2,6 +2,9 @@
 
     torch         PyTorch under torch.inference_mode: the native encoder or transformers' class (every task)
     onnxruntime   an ONNX graph exported and optimised at build time (encoder tasks; no torch at run time)
+    onnxruntime-genai
+                  a causal LM's decoder graph with its KV cache, built by ONNX Runtime GenAI's model builder at build
+                  time (text-generation; no torch at run time); it decodes step by step (start/append), not `run`
 
 An engine module offers `build(bundle, manifest, options, phase) -> BuiltEngine`; it is imported only when chosen,
 so a bundle served by onnxruntime never imports torch. Adding an engine is one module and one line in ENGINES.
@@ -25,11 +28,14 @@ if TYPE_CHECKING:
 
 ONNX_FILE = "model.onnx"  # the bundle file holding the ONNX graph (written by bundle_builder --engine onnxruntime)
 ONNX_TENSOR_PREFIX = "onnx/"  # bundle tensors that are the ONNX graph's initializers, by initializer name
+GENAI_MODEL = "genai/model.onnx"  # the onnxruntime-genai decoder graph, weights inside (bundle_builder.genai_export)
+GENAI_CONFIG = "genai/genai_config.json"  # ONNX Runtime GenAI's config of that graph, as its builder wrote it
 
 # engine name -> the module that builds it
 ENGINES = {
     "torch": "runtime.engines.torch_engine",
     "onnxruntime": "runtime.engines.onnx_engine",
+    "onnxruntime-genai": "runtime.engines.genai_engine",
 }
 
 Phase = Callable[[str], AbstractContextManager[None]]

@@ -15,18 +15,18 @@ the slowest step so far plus DEADLINE_MARGIN_MS, else the answer is what was dec
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.deadline import invocation_remaining_ms
+import numpy as np
+
 from runtime.errors import InvalidInputError, InvalidParametersError, PayloadTooLargeError
 from runtime.golden import GoldenCheck, text_match
 from runtime.loader import LoadedModel
 from runtime.manifest import GenerationManifest
 from runtime.settings import Settings
-from runtime.tasks import Chunk
+from runtime.tasks import Chunk, decode_loop
 from runtime.tasks import params as p
 from runtime.tasks.chat import ChatTemplate
 
@@ -43,69 +43,16 @@ _PENALTY_FLOOR = (
 )
 
 
-class _FirstTokenClock:
-    """A stopping criterion that never stops: generate() calls it right after each step's tokens are chosen, for every
-    decoding strategy and batch size, so its first call marks the first new token (prefill included)."""
-
-    def __init__(self) -> None:
-        self.first_token_ns: int | None = None
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        if self.first_token_ns is None:
-            if input_ids.is_cuda:  # kernels run asynchronously: the token exists once the stream got there
-                torch.cuda.synchronize(input_ids.device)
-            self.first_token_ns = time.perf_counter_ns()
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-
-class _StopOnStrings:
-    """Marks a row finished once its new text contains one of the stop strings."""
-
-    def __init__(self, stops: list[str], start: int, decode: Any) -> None:
-        self.stops, self.start, self.decode = stops, start, decode
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        rows = input_ids[:, self.start :].tolist()  # (rows, new tokens so far); rows = batch x beams
-        done = [any(s in self.decode(row) for s in self.stops) for row in rows]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-class _TimeLimit:
-    """Stops every row once the invocation's time left no longer covers the slowest step so far plus the margin:
-    Lambda would kill the invocation mid-step, and the caller would pay for tokens and get none."""
-
-    def __init__(self, margin_ms: int) -> None:
-        self.margin_ms = margin_ms
-        self.fired = False
-        self._last: float | None = None
-        self._slowest_ms = 0.0
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        now = time.perf_counter()
-        if self._last is not None:
-            self._slowest_ms = max(self._slowest_ms, (now - self._last) * 1000)
-        self._last = now
-        left = invocation_remaining_ms()
-        stop = left is not None and left - self.margin_ms < self._slowest_ms
-        self.fired = self.fired or stop
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-
 @dataclass(frozen=True)
 class Generated:
-    """generate()'s output: (rows, prompt + new tokens) ids, when the first new token existed, whether the time
-    limit stopped it, each step's scores (when details ask for them) and the seed of a sampled answer."""
+    """The engine's output: each input's new tokens (torch: with the padding generate() adds after an early eos), when
+    the first new token existed, whether the time limit stopped it, each row's per-step log-probabilities of the
+    processed scores (when details ask for them) and the seed of a sampled answer."""
 
-    sequences: Any
+    new_tokens: list[list[int]]
     first_token_ns: int | None
     time_limited: bool = False
-    scores: Any = None  # tuple of (rows, vocab) processed scores, one per step
+    logprobs: list[list[np.ndarray]] | None = None
     seed: int | None = None
 
 
@@ -119,6 +66,9 @@ class GenerationTask:
         max_new_tokens_limit = settings.max_new_tokens
         max_input_tokens = settings.max_input_tokens or None
         self.model = model.model
+        self.engine = model.engine
+        # a step engine (onnxruntime-genai) is decoded by the runtime's own loop; torch by model.generate
+        self.stepped = hasattr(model.engine, "start")
         self.tokenizer = model.tokenizer
         self.device = model.device
         self.is_encoder_decoder = gen.is_encoder_decoder
@@ -187,6 +137,11 @@ class GenerationTask:
             raise InvalidParametersError(
                 "parameters 'decoder_input_details' and 'top_n_tokens' shape the details: send \"details\": true too"
             )
+        if self.stepped and out.get("num_beams", 1) > 1:
+            raise InvalidParametersError(
+                f"parameter 'num_beams' must be 1 on this bundle's {self.engine.name} engine, which decodes one "
+                "sequence per prompt; build the bundle with --engine torch for beam search"
+            )
         if out.get("details") and out.get("num_beams", self._base_config.get("num_beams") or 1) > 1:
             raise InvalidParametersError(
                 "parameter 'details' needs num_beams 1: a beam search's scores are not per-token log-probabilities"
@@ -213,9 +168,6 @@ class GenerationTask:
         return self.chat.render(messages)
 
     def preprocess(self, inputs: list[Any], params: dict[str, Any]) -> dict[str, Any]:
-        import numpy as np
-        import torch
-
         prompts = []
         which = "the prompt" if len(inputs) == 1 else "a prompt"
         for x in inputs:
@@ -233,11 +185,7 @@ class GenerationTask:
         for row, ids in enumerate(prompts):
             cols = slice(width - len(ids), width) if self.tokenizer.spec.padding_side == "left" else slice(0, len(ids))
             input_ids[row, cols], mask[row, cols] = ids, 1
-        return {
-            "input_ids": torch.from_numpy(input_ids).to(self.device),
-            "attention_mask": torch.from_numpy(mask).to(self.device),
-            "prompt_lengths": [len(ids) for ids in prompts],
-        }
+        return {"input_ids": input_ids, "attention_mask": mask, "prompts": prompts}
 
     def _check_length(self, which: str, n: int, max_new_tokens: int) -> None:
         if n > self.max_input_tokens:
@@ -266,10 +214,8 @@ class GenerationTask:
                 "or a lower max_new_tokens"
             )
 
-    def generation_config(self, params: dict[str, Any]) -> Any:
+    def settings(self, params: dict[str, Any]) -> dict[str, Any]:
         """The model's stored generation_config with this request's parameters on top."""
-        from transformers import GenerationConfig
-
         settings = {**self._base_config, "max_new_tokens": params["max_new_tokens"]}
         settings["do_sample"] = params.get("do_sample", False)
         for name in ("repetition_penalty", "num_beams", *_SAMPLING):
@@ -279,50 +225,72 @@ class GenerationTask:
             for name in _SAMPLING:  # greedy: sampling knobs have no effect (and transformers warns about them)
                 settings.pop(name, None)
         settings.pop("max_length", None)  # max_new_tokens decides
-        return GenerationConfig(**settings)
+        return settings
+
+    def generation_config(self, params: dict[str, Any]) -> Any:
+        """settings() as a transformers GenerationConfig (torch engine)."""
+        from transformers import GenerationConfig
+
+        return GenerationConfig(**self.settings(params))
 
     def forward(self, batch: dict[str, Any], params: dict[str, Any]) -> Generated:
-        from transformers import StoppingCriteriaList
+        settings = self.settings(params)
+        seed = None
+        if settings["do_sample"]:  # a sampled answer is reproducible from the seed its details report
+            seed = params.get("seed", random.randrange(2**32))
+        stops = params.get("stop") or []
+        stopped = (lambda new: any(s in self._decode(new) for s in stops)) if stops else None
+        deadline = decode_loop.Deadline(self.deadline_margin_ms)
+        details = bool(params.get("details"))
+        if self.stepped:
+            rows = []
+            for prompt in batch["prompts"]:
+                rng = np.random.default_rng(seed) if seed is not None else None
+                rows.append(
+                    decode_loop.decode(
+                        self.engine,
+                        prompt,
+                        settings,
+                        eos=self.eos_token_ids,
+                        deadline=deadline,
+                        rng=rng,
+                        stopped=stopped,
+                        keep_logprobs=details,
+                    )
+                )
+            return Generated(
+                [r.tokens for r in rows],
+                rows[0].first_token_ns,
+                any(r.time_limited for r in rows),
+                [r.logprobs or [] for r in rows] if details else None,
+                seed,
+            )
+        from runtime.tasks import generate_torch
 
         config = self.generation_config(params)
-        clock = _FirstTokenClock()
-        limit = _TimeLimit(self.deadline_margin_ms)
-        criteria: list[Any] = [clock, limit]
-        if params.get("stop"):
-            criteria.append(_StopOnStrings(params["stop"], self._new_tokens_start(batch), self._decode))
-        import torch
-
-        seed = None
-        if config.do_sample:  # a sampled answer is reproducible from the seed its details report
-            seed = params.get("seed", random.randrange(2**32))
-            torch.manual_seed(seed)
-        details = bool(params.get("details"))
         config.return_dict_in_generate = config.output_scores = details  # on the config: generate() warns of kwargs
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                generation_config=config,
-                stopping_criteria=StoppingCriteriaList(criteria),
-            )
-        sequences, scores = (out.sequences, out.scores) if details else (out, None)
-        return Generated(sequences, clock.first_token_ns, limit.fired, scores, seed)
+        out = generate_torch.generate(
+            self.model,
+            self.device,
+            batch,
+            config,
+            deadline=deadline,
+            stopped=stopped,
+            new_tokens_start=self._new_tokens_start(batch),
+            seed=seed,
+        )
+        return Generated(out.new_tokens, out.first_token_ns, deadline.fired, out.logprobs, seed)
 
     def _new_tokens_start(self, batch: dict[str, Any]) -> int:
         # decoder-only: the output repeats the (padded) prompt; encoder-decoder: it starts with decoder_start_token_id
         return 1 if self.is_encoder_decoder else batch["input_ids"].shape[1]
 
     def postprocess(self, generated: Generated, batch: dict[str, Any], params: dict[str, Any]) -> Chunk:
-        start = self._new_tokens_start(batch)
         stops = params.get("stop") or []
         out = []
         total = 0
-        prompts = batch["input_ids"].cpu().tolist()
-        left = self.tokenizer.spec.padding_side == "left"
-        rows = generated.sequences.cpu().tolist()
         facts: list[dict[str, Any]] = []
-        for i, (row, prompt_len, prompt) in enumerate(zip(rows, batch["prompt_lengths"], prompts)):
-            new = row[start:]
+        for i, (new, prompt) in enumerate(zip(generated.new_tokens, batch["prompts"])):
             n = self._generated_count(new, stops)
             text = self._decode(new[:n])
             stopped = False
@@ -330,12 +298,11 @@ class GenerationTask:
                 cut = text.find(s)
                 if cut >= 0:
                     text, stopped = text[:cut], True
-            own_prompt = prompt[len(prompt) - prompt_len :] if left else prompt[:prompt_len]
             if params.get("return_full_text") and not self.is_encoder_decoder:
-                text = self._decode(own_prompt) + text
+                text = self._decode(prompt) + text
             answer: dict[str, Any] = {"generated_text": text}
             reason = self._finish_reason(new[:n], stopped, generated.time_limited, params["max_new_tokens"])
-            details = self._details(generated, i, new[:n], own_prompt, reason, params)
+            details = self._details(generated, i, new[:n], prompt, reason, params)
             if params.get("details") or reason == "time_limit":  # a cut answer always says why
                 answer["details"] = details
             out.append(answer)
@@ -364,27 +331,25 @@ class GenerationTask:
         }
         if not params.get("details"):
             return details
-        import torch
-
-        steps = [torch.log_softmax(step[row].float(), dim=-1) for step in generated.scores[: len(new)]]
+        steps = (generated.logprobs or [[]])[row][: len(new)]
         details["prefill"] = self._prefill(prompt) if params.get("decoder_input_details") else []
         details["tokens"] = [self._token(t, float(lp[t])) for t, lp in zip(new, steps)]
         if params.get("top_n_tokens"):
-            top = [torch.topk(lp, params["top_n_tokens"]) for lp in steps]
-            details["top_tokens"] = [
-                [self._token(int(t), float(v)) for v, t in zip(best.values, best.indices)] for best in top
-            ]
+            n = params["top_n_tokens"]
+            best = [np.argsort(-lp, kind="stable")[:n] for lp in steps]  # highest first; ties: the lower id
+            details["top_tokens"] = [[self._token(int(t), float(lp[t])) for t in ids] for ids, lp in zip(best, steps)]
         return details
 
     def _prefill(self, prompt: list[int]) -> list[dict[str, Any]]:
         """The prompt's tokens, each with its log-probability given the ones before it (the first has none)."""
-        import torch
-
         if self.is_encoder_decoder:  # the prompt is the encoder's input: the model never predicts it
             return [{"id": t, "text": self._token_text(t), "logprob": None} for t in prompt]
-        with torch.inference_mode():
-            ids = torch.tensor([prompt], device=self.device)
-            logprobs = torch.log_softmax(self.model(input_ids=ids).logits[0].float(), dim=-1)
+        if self.stepped:
+            logprobs = decode_loop.prompt_logprobs(self.engine, prompt)
+        else:
+            from runtime.tasks import generate_torch
+
+            logprobs = generate_torch.prompt_logprobs(self.model, self.device, prompt)
         return [
             {"id": t, "text": self._token_text(t), "logprob": None if k == 0 else float(logprobs[k - 1, t])}
             for k, t in enumerate(prompt)
