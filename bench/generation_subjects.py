@@ -3,7 +3,9 @@ fresh process, for bench.generation_llama.
 
 Subjects (spec["subject"]), each greedy on the same chat, `max_new_tokens` new tokens, `threads` threads:
     ours          this project's function: Function.load (the Lambda init: read the bundle, build the engine, run
-                  the canary), then Predictor.predict on the chat, rendered with the bundle's own template
+                  the canary), then Predictor.predict on the chat, rendered with the bundle's own template; on the
+                  default build of the GGUF-converted folder
+    ours-int8     the same code on the same folder's `--quantize int8` build (spec["bundle"] names it)
     transformers  AutoModelForCausalLM.from_pretrained on the folder the bundle was built from, then
                   apply_chat_template + model.generate
     llama-cpp     llama_cpp.Llama on the GGUF file itself, then create_completion(stream=True) on the chat text
@@ -44,6 +46,7 @@ def _ours(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
     info = {
         "init_ms": fn.init_ms,
         "model": fn.served.model,  # engine and implementation, as every answer reports them
+        "dtype": fn.served.dtype,
         "threads": fn.served.threads,
         "prompt_ids": prompt_ids["input_ids"][0].tolist(),
     }
@@ -139,6 +142,7 @@ def _llama_cpp(spec: dict[str, Any]) -> tuple[Generate, dict[str, Any]]:
 
 SUBJECTS: dict[str, Callable[[dict[str, Any]], tuple[Generate, dict[str, Any]]]] = {
     "ours": _ours,
+    "ours-int8": _ours,  # another bundle, the same function
     "transformers": _transformers,
     "llama-cpp": _llama_cpp,
 }
