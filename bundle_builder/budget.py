@@ -2,8 +2,8 @@
 
 In a fresh process (as a container starts), with one thread (what a Lambda of up to 1,769 MB gets), the built
 bundle's Function is loaded and asked a typical request (a golden input) and a maximal one (MAX_BATCH_ITEMS inputs at
-the model's max length, shaped by the task's maximal_request where it has one; for generation, a prompt at the max
-length and the default new tokens). Measured: init time, peak RSS after init and after the maximal request, p50 of
+the model's max length, shaped by the task's maximal_request where it has one; for generation, the longest prompt
+a request may send with the default new tokens). Measured: init time, peak RSS after init and after the maximal request, p50 of
 each request. From those:
 
     MemorySize       the smallest usual Lambda size >= peak RSS x 1.25 + 64 MB (runtime and headroom)
@@ -49,7 +49,6 @@ init_ms = (time.perf_counter() - t0) * 1000
 rss_init = peak_mb()
 manifest = fn.predictor.model.manifest
 typical = manifest.golden[0]
-generation = manifest.generation is not None
 long_text = " ".join(["word"] * (manifest.max_length * 2))[: settings.max_input_chars]
 maximal_request = getattr(fn.predictor.task, "maximal_request", None)  # a task whose request needs more than text
 def stretched(x):
@@ -58,9 +57,7 @@ def stretched(x):
         longest = max((k for k in x if isinstance(x[k], str)), key=lambda k: len(x[k]))
         return {**x, longest: long_text}
     return long_text
-if generation:
-    maximal = ([long_text], dict(typical.parameters))
-elif maximal_request is not None:
+if maximal_request is not None:
     maximal = maximal_request(long_text, settings.max_batch_items)
 else:
     maximal = ([stretched(typical.input)] * settings.max_batch_items, dict(typical.parameters))
@@ -77,8 +74,9 @@ print("BUDGET " + json.dumps({
     "init_ms": round(init_ms, 1), "rss_init_mb": round(rss_init, 1),
     "rss_peak_mb": round(peak_mb(), 1),
     "typical_p50_ms": round(typical_ms, 2), "maximal_p50_ms": round(maximal_ms, 2),
-    "maximal_request": f"{len(maximal[0])} inputs of {manifest.max_length} tokens"
-    if not generation else f"a {manifest.max_length}-token prompt",
+    "maximal_request": f"{len(maximal[0])} inputs of {manifest.max_length} tokens" if manifest.generation is None
+    else f"a {len(fn.predictor.model.tokenizer.encode(maximal[0], truncate=False)['input_ids'][0])}-token prompt + "
+    f"{maximal[1]['max_new_tokens']} new tokens",
 }))
 """
 

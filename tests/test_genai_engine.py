@@ -244,3 +244,13 @@ def test_smollm2_greedy_equals_model_generate_on_prompts_it_was_not_built_with(s
         answer = pred.predict([chat], {"max_new_tokens": 40, "details": True}).outputs[0]
         assert [t["id"] for t in answer["details"]["tokens"]] == new, chat
         assert answer["generated_text"] == text
+
+
+@pytest.mark.parametrize("engine", ["torch", GENAI])
+def test_the_deployment_budget_measures_the_longest_prompt_a_request_may_send(tiny_model, tmp_path: Path, engine: str) -> None:
+    """A generation prompt is never cut: the maximal request is the longest one the function accepts with the default
+    max_new_tokens (the tiny llama's 128 positions less 32), not a max-length text the function would refuse."""
+    result = build_bundle(tiny_model("llama", "text-generation"), tmp_path / "b.bundle", engine=engine, budget=True)
+    measured = result.budget["measured"]
+    assert measured["maximal_request"] == "a 96-token prompt + 32 new tokens"
+    assert measured["typical_p50_ms"] > 0 and measured["rss_peak_mb"] >= measured["rss_init_mb"] > 0

@@ -159,6 +159,24 @@ class GenerationTask:
             )
         return value
 
+    def maximal_request(self, text: str, items: int) -> tuple[list[str], dict[str, Any]]:
+        """The deployment budget's maximal request: one prompt of as many tokens as a request may send with the default
+        max_new_tokens (a prompt is never cut, so a longer one would be refused), cut from `text`."""
+        room = self.max_input_tokens
+        if not self.is_encoder_decoder:
+            room = min(room, self.max_length - self.default_max_new_tokens)
+        ids = self.tokenizer.encode([text], add_special_tokens=False, truncate=False)["input_ids"][0].tolist()
+        specials = len(self.tokenizer.encode([""], add_special_tokens=True, truncate=False)["input_ids"][0])
+        keep = max(room - specials, 1)
+        prompt = self._decode(ids[:keep])
+        while keep > 1 and self._prompt_tokens(prompt) > room:  # decoding and encoding again may merge differently
+            keep -= 1
+            prompt = self._decode(ids[:keep])
+        return [prompt], {"max_new_tokens": self.default_max_new_tokens}
+
+    def _prompt_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode([text], add_special_tokens=True, truncate=False)["input_ids"][0])
+
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """The prompt text of a chat: the bundled chat template with a generation prompt, as transformers renders it."""
         if self.chat is None:
